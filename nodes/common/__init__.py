@@ -1,0 +1,1 @@
+"""Pieces shared by the node families: custom socket types, ComfyUI glue helpers, charts."""

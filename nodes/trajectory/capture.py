@@ -1,0 +1,207 @@
+"""ComfyUI glue: record a trajectory from ANY sampler that runs through CFGGuider.
+
+A SAMPLER_SAMPLE wrapper (comfy/patcher_extension.py) sees the sigma schedule and the step callback of every
+sampler node (KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced, third-party samplers built on
+CFGGuider); a PREDICT_NOISE wrapper sees every model evaluation; an optional post-CFG function sees the cond and
+uncond predictions. The original callback is always called, so previews, the progress bar and interrupt behave
+as without capture. State lives in closures and a store object referenced by them, never in model_options
+objects that ``ModelPatcher.clone()`` deep-copies (docs/comfyui-internals.md §7.8).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import torch
+
+from .recorder import CaptureOptions, RunRecorder
+from .trajectory import Trajectory
+
+WRAPPER_KEY = "diffusion_sentinel.trajectory"
+log = logging.getLogger("diffusion_sentinel")
+
+
+class CaptureStore:
+    """The runs recorded through one patched MODEL (newest last, bounded)."""
+
+    def __init__(self, options: CaptureOptions, max_runs: int = 4):
+        self.options = options
+        self.runs: deque[Trajectory] = deque(maxlen=max(1, int(max_runs)))
+        self.active: RunRecorder | None = None
+
+    def add(self, traj: Trajectory) -> None:
+        self.runs.append(traj)
+
+    def pop_latest(self) -> Trajectory | None:
+        return self.runs.pop() if self.runs else None
+
+    def find_for_latent(self, samples: torch.Tensor) -> Trajectory | None:
+        """The newest run whose returned latent (or last x0) is ``samples`` (a LATENT's samples, VAE space)."""
+        samples = samples.detach().float().cpu()
+        for traj in reversed(self.runs):
+            for cand in (traj.final, traj.x0[:, -1] if traj.num_steps else None):
+                if cand is None or tuple(cand.shape) != tuple(samples.shape):
+                    continue
+                out = latent_out(traj, cand.float())
+                if torch.allclose(out, samples, rtol=1e-3, atol=1e-3):
+                    return traj
+        return None
+
+
+def latent_out(traj: Trajectory, latent: torch.Tensor) -> torch.Tensor:
+    """Model latent space -> the LATENT space sampler nodes return (latent_format.process_out)."""
+    fmt = _latent_format_object(traj.meta.get("latent_format"))
+    if fmt is not None:
+        return fmt.process_out(latent)
+    return traj.latent_to_vae_space(latent)
+
+
+def _latent_format_object(name: str | None):
+    if not name:
+        return None
+    try:
+        import comfy.latent_formats as lf
+    except ImportError:
+        return None
+    cls = getattr(lf, name, None)
+    try:
+        return cls() if isinstance(cls, type) else None
+    except TypeError:
+        return None
+
+
+def attach_capture(model, options: CaptureOptions, max_runs: int = 4):
+    """Return (patched clone of ``model``, its CaptureStore). The input MODEL is never modified."""
+    import comfy.patcher_extension as pe
+
+    m = model.clone()
+    for wt in (pe.WrappersMP.SAMPLER_SAMPLE, pe.WrappersMP.PREDICT_NOISE):
+        m.remove_wrappers_with_key(wt, WRAPPER_KEY)  # capturing twice replaces the earlier capture
+    store = CaptureStore(options, max_runs)
+    sampler_wrapper = _make_sampler_wrapper(store)
+    m.add_wrapper_with_key(pe.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, sampler_wrapper)
+    m.add_wrapper_with_key(pe.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, _make_predict_wrapper(store))
+    if options.keep_cond_uncond:
+        m.set_model_sampler_post_cfg_function(_make_post_cfg(store))
+    return m, store
+
+
+def find_store(model) -> CaptureStore | None:
+    """The CaptureStore of a MODEL patched by :func:`attach_capture` (also after later clones/patches)."""
+    import comfy.patcher_extension as pe
+
+    for fn in model.get_wrappers(pe.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY):
+        store = getattr(fn, "sentinel_store", None)
+        if store is not None:
+            return store
+    return None
+
+
+def _make_predict_wrapper(store: CaptureStore):
+    def predict_noise_wrapper(executor, x, timestep, model_options, seed):
+        out = executor(x, timestep, model_options, seed)
+        rec = store.active
+        if rec is not None:
+            rec.on_eval(x, timestep, out)
+        return out
+
+    return predict_noise_wrapper
+
+
+def _make_post_cfg(store: CaptureStore):
+    def post_cfg(args):
+        rec = store.active
+        if rec is not None:
+            uncond = args["uncond_denoised"] if args.get("uncond") is not None else None  # cfg == 1 skips uncond
+            rec.on_cfg(args["cond_denoised"], uncond)
+        return args["denoised"]
+
+    return post_cfg
+
+
+def _make_sampler_wrapper(store: CaptureStore):
+    def sampler_sample_wrapper(executor, guider, sigmas, extra_args, callback, noise, latent_image=None,
+                               denoise_mask=None, disable_pbar=False):
+        if store.active is not None:  # a sampler nested inside a captured run: record the outer run only
+            return executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+        mp = guider.model_patcher
+        ms = mp.get_model_object("model_sampling")
+        meta = describe_run(guider, executor.class_obj, sigmas, extra_args, denoise_mask)
+        rec = RunRecorder(store.options, sigmas, meta, input_scaling=getattr(ms, "calculate_input", None))
+
+        def callback_with_capture(i, x0, x, total_steps):
+            rec.on_callback(i, x0, x)
+            if callback is not None:
+                return callback(i, x0, x, total_steps)
+            return None
+
+        store.active = rec
+        try:
+            out = executor(guider, sigmas, extra_args, callback_with_capture, noise, latent_image, denoise_mask,
+                           disable_pbar)
+        finally:
+            store.active = None
+        store.add(rec.finish(out))
+        return out
+
+    sampler_sample_wrapper.sentinel_store = store
+    return sampler_sample_wrapper
+
+
+def prediction_type(ms) -> str:
+    import comfy.model_sampling as cms
+
+    for name, cls in (("edm", "EDM"), ("v", "V_PREDICTION"), ("x0", "X0"), ("flow", "CONST"),
+                      ("cosmos_rflow", "COSMOS_RFLOW"), ("eps", "EPS")):
+        c = getattr(cms, cls, None)
+        if c is not None and isinstance(ms, c):
+            return name
+    return type(ms).__name__
+
+
+def describe_model(model) -> dict[str, Any]:
+    """Metadata of a MODEL that a trajectory needs to be decoded and compared later."""
+    meta: dict[str, Any] = {}
+    try:
+        meta["model_family"] = type(model.model.model_config).__name__
+    except AttributeError:
+        meta["model_family"] = "unknown"
+    lf = model.get_model_object("latent_format")
+    meta["latent_format"] = type(lf).__name__
+    meta["latent_scale_factor"] = float(getattr(lf, "scale_factor", 1.0))
+    shift = getattr(lf, "shift_factor", None)
+    meta["latent_shift_factor"] = float(shift) if isinstance(shift, (int, float)) else 0.0
+    meta["latent_channels"] = int(getattr(lf, "latent_channels", 0) or 0)
+    meta["prediction"] = prediction_type(model.get_model_object("model_sampling"))
+    return meta
+
+
+def sampler_name_of(sampler) -> str:
+    fn = getattr(sampler, "sampler_function", None)
+    if fn is not None:
+        name = getattr(fn, "__name__", "unknown")
+        for prefix, suffix in (("sample_", ""), ("", "_function")):
+            if prefix and name.startswith(prefix):
+                name = name[len(prefix):]
+            if suffix and name.endswith(suffix):
+                name = name[: -len(suffix)]
+        return name
+    return type(sampler).__name__
+
+
+def describe_run(guider, sampler, sigmas, extra_args, denoise_mask) -> dict[str, Any]:
+    meta = describe_model(guider.model_patcher)
+    cfg = getattr(guider, "cfg", None)
+    meta.update({
+        "sampler": sampler_name_of(sampler),
+        "scheduler": "custom",
+        "steps": int(sigmas.shape[-1]) - 1,
+        "cfg": float(cfg) if isinstance(cfg, (int, float)) else None,
+        "guider": type(guider).__name__,
+        "seed": extra_args.get("seed") if isinstance(extra_args, dict) else None,
+        "inpaint": denoise_mask is not None,
+        "space": "model",
+    })
+    return meta

@@ -1,0 +1,139 @@
+"""Helpers for integration tests: start ComfyUI in-process, tiny real models with fixed seeds, run nodes.
+
+Nothing here copies ComfyUI code: it imports the checkout at COMFYUI_PATH (docs/comfyui-internals.md §4.6, §5.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+_READY = False
+
+
+def boot_comfy(path: str | None = None):
+    """Import ComfyUI from the checkout (CPU), load its extra nodes; return the ``nodes`` module."""
+    global _READY
+    path = path or os.environ["COMFYUI_PATH"]
+    if _READY:
+        import nodes
+
+        return nodes
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    bad = sys.modules.get("nodes")
+    if bad is not None and not str(getattr(bad, "__file__", "")).startswith(path):
+        raise RuntimeError(f"a module named 'nodes' was imported from {bad.__file__} before ComfyUI's")
+    os.chdir(path)
+    from comfy.cli_args import args
+
+    args.cpu = True  # before comfy.model_management is imported
+    import utils.extra_config  # noqa: F401  (before `nodes`, which shadows `utils` with comfy/utils.py)
+
+    yaml = os.path.join(path, "extra_model_paths.yaml")
+    if os.path.isfile(yaml):
+        utils.extra_config.load_extra_path_config(yaml)
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    _READY = True
+    return nodes
+
+
+def random_init_(module, seed: int = 0):
+    """ComfyUI leaves layer weights uninitialised: use torch's default init (seeded) for every layer."""
+    import torch
+
+    torch.manual_seed(seed)
+    covered = set()
+    for m in module.modules():
+        for base in type(m).__mro__:
+            if base.__module__.startswith("torch.nn.modules") and "reset_parameters" in base.__dict__:
+                base.reset_parameters(m)
+                covered.update(id(p) for p in m.parameters(recurse=False))
+                break
+    with torch.no_grad():
+        for p in module.parameters():
+            if id(p) not in covered and p.dim() > 0:
+                p.normal_(0.0, 0.02)
+    return module
+
+
+TINY_UNET = dict(
+    use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[1, 1],
+    channel_mult=[1, 2], transformer_depth=[1, 1], transformer_depth_output=[1, 1, 1, 1],
+    transformer_depth_middle=1, context_dim=768, use_linear_in_transformer=False, use_spatial_transformer=True,
+    legacy=False, adm_in_channels=None, use_temporal_attention=False, use_temporal_resblock=False,
+)
+
+
+def tiny_model(seed: int = 0, model_channels: int = 32):
+    """A real SD1.5-family ModelPatcher (EPS, SD15 latent format) with a 2-level U-Net; runs in ms on CPU."""
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    import torch
+
+    cfg = dict(TINY_UNET, model_channels=model_channels, dtype=torch.float32)
+    mc = comfy.supported_models.SD15(cfg)
+    model = comfy.model_base.BaseModel(mc, device=torch.device("cpu"))
+    random_init_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def tiny_vae(seed: int = 0):
+    """A TAESD VAE with random weights, built with ComfyUI's classes (comfy.sd.VAE detects it by its keys)."""
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    ae = random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
+    sd = {f"taesd_{k}" if not k.startswith("vae_") else k: v for k, v in ae.state_dict().items()}
+    return comfy.sd.VAE(sd=sd)
+
+
+def conditioning(seed: int, batch: int = 1):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, 77, 768, generator=g), {}]]
+
+
+def empty_latent(batch: int = 1, size: int = 8, seed: int | None = None):
+    import torch
+
+    if seed is None:
+        return {"samples": torch.zeros(batch, 4, size, size)}
+    g = torch.Generator().manual_seed(seed)
+    return {"samples": torch.randn(batch, 4, size, size, generator=g)}
+
+
+def run_node(class_type: str, **kwargs):
+    """Execute a node class from nodes.NODE_CLASS_MAPPINGS like the executor would; returns the result tuple."""
+    import nodes
+    import torch
+
+    cls = nodes.NODE_CLASS_MAPPINGS[class_type]
+    with torch.inference_mode():
+        if hasattr(cls, "PREPARE_CLASS_CLONE"):
+            c = cls.PREPARE_CLASS_CLONE({})
+            out = getattr(c, c.FUNCTION)(**kwargs)
+        else:
+            inst = cls()
+            out = getattr(inst, cls.FUNCTION)(**kwargs)
+    if hasattr(out, "args"):
+        return tuple(out.args)
+    if isinstance(out, dict):
+        return tuple(out["result"])
+    return tuple(out)
+
+
+def run_v3(node_cls, **kwargs):
+    """Execute one of the pack's V3 node classes directly (as the executor does, in inference mode)."""
+    import torch
+
+    with torch.inference_mode():
+        c = node_cls.PREPARE_CLASS_CLONE({})
+        out = c.EXECUTE_NORMALIZED(**kwargs)
+    return out
