@@ -111,8 +111,9 @@ def empty_latent(batch: int = 1, size: int = 8, seed: int | None = None):
 
 def run_node(class_type: str, **kwargs):
     """Execute a node class from nodes.NODE_CLASS_MAPPINGS like the executor would; returns the result tuple."""
-    import nodes
     import torch
+
+    import nodes
 
     cls = nodes.NODE_CLASS_MAPPINGS[class_type]
     with torch.inference_mode():

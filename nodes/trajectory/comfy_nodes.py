@@ -8,9 +8,10 @@ import os
 
 import comfy.samplers
 import folder_paths
-import nodes as comfy_nodes  # ComfyUI's nodes.py (common_ksampler); our own package is always imported relatively
 import torch
 from comfy_api.latest import io, ui
+
+import nodes as comfy_nodes  # ComfyUI's nodes.py (common_ksampler); our own package is always imported relatively
 
 from ..common.comfy_glue import register_folder
 from ..common.comfy_types import SimilaritySeries as SimilaritySeriesType
