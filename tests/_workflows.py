@@ -4,6 +4,7 @@ The UI files in example_workflows/ are generated from the *_api.json files with 
 /object_info (which knows each node's widget order), so the two never drift apart:
 
     python tests/_workflows.py --server http://127.0.0.1:8188      # rewrite example_workflows/<name>.json
+    COMFYUI_PATH=... python tests/_workflows.py                    # same, with a temporary server of this checkout
 
 The integration test test_server.py regenerates them and fails if a committed UI file is stale.
 """
@@ -127,10 +128,26 @@ def regenerate(object_info: dict, write: bool = True) -> dict[Path, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--server", default="http://127.0.0.1:8188")
+    ap.add_argument("--server", default=None, help="a running ComfyUI that loads this checkout of the pack; "
+                    "default: start one from COMFYUI_PATH (run with that ComfyUI's Python)")
     a = ap.parse_args()
-    with urllib.request.urlopen(a.server + "/object_info", timeout=60) as r:
-        info = json.loads(r.read().decode())
+    if a.server:
+        with urllib.request.urlopen(a.server + "/object_info", timeout=60) as r:
+            info = json.loads(r.read().decode())
+    else:
+        import os
+        import sys
+        import tempfile
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _server import ComfyServer
+
+        with tempfile.TemporaryDirectory() as base:
+            srv = ComfyServer(os.environ["COMFYUI_PATH"], Path(base)).start()
+            try:
+                info = srv.get("/object_info", timeout=60)
+            finally:
+                srv.stop()
     for p in regenerate(info):
         print("wrote", p)
 
