@@ -89,8 +89,7 @@ def tiny_vae(seed: int = 0):
     import comfy.taesd.taesd
 
     ae = random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
-    sd = {f"taesd_{k}" if not k.startswith("vae_") else k: v for k, v in ae.state_dict().items()}
-    return comfy.sd.VAE(sd=sd)
+    return comfy.sd.VAE(sd=ae.state_dict())  # keys taesd_encoder.* / taesd_decoder.* select TAESD
 
 
 def conditioning(seed: int, batch: int = 1):

@@ -11,12 +11,25 @@ from collections.abc import Callable
 
 import torch
 
-from ..common.comfy_glue import Progress, check_interrupt
 from .capture import latent_out
 from .similarity import SimilaritySeries, consecutive_cosine, cosine_rows, frame_steps, ssim
 from .trajectory import Trajectory, TrajectoryError
 
 log = logging.getLogger("diffusion_sentinel")
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+def _progress(total: int):
+    """ComfyUI's progress bar (with its interrupt check) inside ComfyUI; a no-op in plain Python."""
+    try:
+        from ..common.comfy_glue import Progress
+    except ImportError:
+        return _NoProgress()
+    return Progress(total)
 
 
 def trajectory_frames(traj: Trajectory, noise_frame: bool) -> torch.Tensor:
@@ -89,12 +102,11 @@ def _pixel_series(traj, frames, ok, metric, vae, decode_batch, embedder) -> torc
     b, n = frames.shape[:2]
     out = torch.full((b, n - 1), float("nan"), dtype=torch.float64)
     chunk = max(1, int(decode_batch))
-    pbar = Progress(b * n)
+    pbar = _progress(b * n)
     for i in range(b):
         prev_img = None
         prev_emb = None
         for start in range(0, n, chunk):
-            check_interrupt()
             stop = min(n, start + chunk)
             block = frames[i, start:stop]
             good = ok[i, start:stop]

@@ -126,7 +126,7 @@ class RunRecorder:
                 nf = self.input_scaling(sigma.reshape(-1)[:1].to(x_in.device), x_in)
             elif self.input_scaling is not None:
                 nf = self.input_scaling(torch.tensor([float(sigma)], device=x_in.device, dtype=x_in.dtype), x_in)
-            self._noise_frame = self._copy(nf)
+            self._noise_frame = self._copy(nf, torch.float32)  # one frame per item: keep it exact
         step = _Step(index, int(i), sigma, x0, x_in, cond, uncond, has_cu, self.n_evals)
         if index % self.options.every_k == 0:
             self._stored.append(self._materialise(step))
@@ -173,7 +173,7 @@ class RunRecorder:
             shape = tuple(samples.shape) if samples is not None else (0, 0)
             empty = torch.zeros((shape[0], 0, *shape[1:]), dtype=self.options.dtype)
             return Trajectory(x0=empty, sigmas=torch.zeros(0), meta=meta,
-                              final=self._copy(samples) if samples is not None else None)
+                              final=self._copy(samples, torch.float32) if samples is not None else None)
         x0 = torch.stack([s.x0 for s in steps], dim=1)
         x = torch.stack([s.x for s in steps], dim=1) if self.options.keep_x else None
         cond = uncond = None
@@ -197,13 +197,13 @@ class RunRecorder:
             steps=torch.tensor([s.index for s in steps], dtype=torch.long),
             model_evals=torch.tensor([s.evals for s in steps], dtype=torch.long),
             noise_frame=self._noise_frame,
-            final=self._copy(samples) if samples is not None else None,
+            final=self._copy(samples, torch.float32) if samples is not None else None,
             meta=meta,
         )
 
     # ------------------------------------------------------------------ copies
-    def _copy(self, t: torch.Tensor) -> torch.Tensor:
-        return t.detach().to(device="cpu", dtype=self.options.dtype, copy=True)
+    def _copy(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return t.detach().to(device="cpu", dtype=dtype or self.options.dtype, copy=True)
 
     def _materialise(self, s: _Step) -> _Step:
         keep_cu = self.options.keep_cond_uncond
