@@ -218,17 +218,22 @@ def _summary_outputs(series: SimilaritySeries):
 
 
 def plot_series(series: SimilaritySeries, sums) -> torch.Tensor:
+    """Chart of every item's curve. In the paper layout the noise value (always the lowest) is left out, as in
+    the summaries, so the drops that matter are not squashed against the axis."""
+    off = 1 if (series.noise_frame and series.length > 1) else 0
+    steps = series.steps[off:]
+    values = [row[off:] for row in series.as_lists()]
     labels = []
     for b, s in enumerate(sums):
         flag = "" if bool(series.finite[b]) else "  NON-FINITE x0"
         labels.append(f"item {b}: min {s.minimum:.4f} @ step {s.argmin_step}, D_max {s.d_max:.4f}, "
                       f"last half {s.mean_last_half:.4f}{flag}")
-    markers = [series.steps.index(s.argmin_step) if s.argmin_step in series.steps else None for s in sums]
+    markers = [steps.index(s.argmin_step) if s.argmin_step in steps else None for s in sums]
     src = series.source
-    title = (f"Similarity Trajectory ({series.metric}{', noise frame' if series.noise_frame else ''}) - "
+    title = (f"Similarity Trajectory ({series.metric}{', noise value not shown' if off else ''}) - "
              f"{src.get('sampler')}/{src.get('scheduler')}, {src.get('steps')} steps, cfg {src.get('cfg')}")
-    img = line_chart(series.as_lists(), x=series.steps, labels=labels, title=title, x_label="step",
-                     y_label="similarity", markers=markers, height=384 + 14 * min(8, len(sums)))
+    img = line_chart(values, x=steps, labels=labels, title=title, x_label="step", y_label="similarity",
+                     markers=markers, height=384 + 14 * min(8, len(sums)))
     return torch.from_numpy(img)[None]
 
 
