@@ -59,7 +59,7 @@ def api_to_ui(api: dict, object_info: dict, title: str = "") -> dict:
     links, nodes = [], []
     out_links: dict[tuple[str, int], list[int]] = {}
     depths = _depths(api)
-    rows: dict[int, int] = {}
+    col_y: dict[int, int] = {}
     order = sorted(api, key=lambda n: (depths[n], int(n) if n.isdigit() else n))
     for nid in order:
         node = api[nid]
@@ -90,12 +90,12 @@ def api_to_ui(api: dict, object_info: dict, title: str = "") -> dict:
                 inp["link"] = lid
                 out_links.setdefault((src, slot), []).append(lid)
         d = depths[nid]
-        row = rows.get(d, 0)
-        rows[d] = row + 1
-        n_rows = max(len(inputs), len(info["output"])) + len(widgets)
+        height = 46 + 20 * max(len(inputs), len(info["output"])) + 24 * len(widgets)
+        y = col_y.get(d, 40)
+        col_y[d] = y + height + 60
         nodes.append({
-            "id": int(nid), "type": node["class_type"], "pos": [40 + 360 * d, 40 + 300 * row],
-            "size": [320, 60 + 24 * n_rows], "flags": {}, "order": len(nodes), "mode": 0,
+            "id": int(nid), "type": node["class_type"], "pos": [40 + 380 * d, y],
+            "size": [330, height], "flags": {}, "order": len(nodes), "mode": 0,
             "inputs": inputs, "outputs": [], "properties": {"Node name for S&R": node["class_type"]},
             "widgets_values": widgets,
         })

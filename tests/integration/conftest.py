@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+TINY = "sd15-tiny-random.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +37,25 @@ def traj_nodes(comfy):
     from diffusion_sentinel.nodes.trajectory import comfy_nodes
 
     return comfy_nodes
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """A real ComfyUI server with this checkout of the pack linked into its custom_nodes (own port and folders)."""
+    from _server import ComfyServer, find_checkpoint
+
+    ckpt = find_checkpoint(TINY)
+    if ckpt is None:
+        pytest.skip(f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny "
+                    "(or set COMFY_MODELS)")
+    base = tmp_path_factory.mktemp("comfy-base")
+    yaml = base / "extra_model_paths.yaml"
+    yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
+    srv = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml)).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def object_info(server):
+    return server.get("/object_info", timeout=60)

@@ -5,35 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
-from _server import ComfyServer, find_checkpoint, load_api_workflow
+from _server import load_api_workflow
 from _workflows import EXAMPLES, api_to_ui, ui_path
 
 TINY = "sd15-tiny-random.safetensors"
 CHECKPOINT_ONLY = {"CheckpointLoaderSimple"}  # loaders the generic example test can satisfy
 LOADER_SUFFIXES = ("Loader", "LoaderSimple")
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    ckpt = find_checkpoint(TINY)
-    if ckpt is None:
-        pytest.skip(f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny "
-                    "(or set COMFY_MODELS)")
-    base = tmp_path_factory.mktemp("comfy-base")
-    yaml = base / "extra_model_paths.yaml"
-    yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
-    srv = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml)).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="session")
-def object_info(server):
-    return server.get("/object_info", timeout=60)
 
 
 def _sentinel_ids(object_info):
