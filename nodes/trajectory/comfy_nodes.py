@@ -110,19 +110,24 @@ def _sample_with_capture(model, opts, seed, steps, cfg, sampler_name, scheduler,
     return out, traj
 
 
+def _sampler_schema(advanced: bool) -> io.Schema:
+    builtin = "KSampler (Advanced)" if advanced else "KSampler"
+    return io.Schema(
+        node_id="SentinelKSamplerAdvancedTrajectory" if advanced else "SentinelKSamplerTrajectory",
+        display_name="KSampler Advanced (Trajectory)" if advanced else "KSampler (Trajectory)",
+        category=CATEGORY,
+        description=f"The built-in {builtin} (same inputs, bit-identical LATENT) that also records every step's "
+                    "x0 and x per batch item as a TRAJECTORY.",
+        inputs=_ksampler_inputs(advanced=advanced),
+        outputs=[io.Latent.Output("LATENT", display_name="LATENT", tooltip=f"The latent (identical to {builtin}'s)."),
+                 TrajectoryType.Output("TRAJECTORY", display_name="TRAJECTORY", tooltip=_TRAJ_OUT_TIP)],
+    )
+
+
 class KSamplerTrajectory(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="SentinelKSamplerTrajectory",
-            display_name="KSampler (Trajectory)",
-            category=CATEGORY,
-            description="The built-in KSampler (same inputs, bit-identical LATENT) that also records every step's "
-                        "x0 and x per batch item as a TRAJECTORY.",
-            inputs=_ksampler_inputs(advanced=False),
-            outputs=[io.Latent.Output("LATENT", display_name="LATENT", tooltip="The denoised latent (identical to KSampler's)."),
-                     TrajectoryType.Output("TRAJECTORY", display_name="TRAJECTORY", tooltip=_TRAJ_OUT_TIP)],
-        )
+        return _sampler_schema(advanced=False)
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
@@ -135,16 +140,7 @@ class KSamplerTrajectory(io.ComfyNode):
 class KSamplerAdvancedTrajectory(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        return io.Schema(
-            node_id="SentinelKSamplerAdvancedTrajectory",
-            display_name="KSampler Advanced (Trajectory)",
-            category=CATEGORY,
-            description="The built-in KSampler (Advanced) (same inputs, bit-identical LATENT) that also records "
-                        "every step as a TRAJECTORY.",
-            inputs=_ksampler_inputs(advanced=True),
-            outputs=[io.Latent.Output("LATENT", display_name="LATENT", tooltip="The latent (identical to KSampler Advanced's)."),
-                     TrajectoryType.Output("TRAJECTORY", display_name="TRAJECTORY", tooltip=_TRAJ_OUT_TIP)],
-        )
+        return _sampler_schema(advanced=True)
 
     @classmethod
     def execute(cls, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
