@@ -93,6 +93,11 @@ def main() -> None:
         print(f"rep {r}: plain {t_plain:.3f}s (cpu {c_plain:.3f}s)  capture {t_cap:.3f}s (cpu {c_cap:.3f}s)  "
               f"ratio wall {t_cap / t_plain:.4f} cpu {c_cap / c_plain:.4f}", flush=True)
     per = traj.bytes_per_step_item()
+    print(f"ratio of the fastest runs (min capture / min plain, robust to other load): {min(tc) / min(tp):.4f}")
+    step_us = recorder_cost_per_step(mm.get_torch_device(), a.batch)
+    step_s = statistics.median(tp) / a.steps
+    print(f"capture bookkeeping per step (recorder events + CPU copies, {a.batch}x4x64x64 latents as at 512 px): "
+          f"{step_us:.0f} us = {step_us * 1e-6 / step_s:.2e} of a {step_s:.2f} s sampler step here")
     print(f"median plain {statistics.median(tp):.3f}s, median capture {statistics.median(tc):.3f}s")
     print(f"capture overhead ratio, wall time (median of {a.reps}): {statistics.median(ratios):.4f}  "
           f"(target <= 1.02)")
@@ -100,6 +105,26 @@ def main() -> None:
     print(f"trajectory memory: {per / 1024:.1f} KiB per step and item (x0 + x, {traj.x0.dtype}); "
           f"{traj.nbytes() / 2**20:.2f} MiB for this run ({traj.batch_size} item(s) x {traj.num_steps} steps); "
           f"at 512 px SD1.5 that is {per * (512 / a.size) ** 2 / 1024:.0f} KiB per step and item")
+
+
+def recorder_cost_per_step(device, batch: int, steps: int = 50, reps: int = 20) -> float:
+    """Microseconds per step spent in the capture path itself (no model): what capture adds to any step."""
+    import torch
+    from diffusion_sentinel.nodes.trajectory.recorder import CaptureOptions, RunRecorder
+
+    sig = torch.linspace(14.6, 0.0, steps + 1)
+    x = torch.randn(batch, 4, 64, 64, device=device)
+    x0s = [torch.randn(batch, 4, 64, 64, device=device) for _ in range(steps)]
+    best = float("inf")
+    for _ in range(reps):
+        rec = RunRecorder(CaptureOptions(), sig, {})
+        t0 = time.perf_counter()
+        for i in range(steps):
+            rec.on_eval(x, sig[i:i + 1], x0s[i])
+            rec.on_callback(i, x0s[i], x)
+        rec.finish(x)
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best * 1e6
 
 
 if __name__ == "__main__":
