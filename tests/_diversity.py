@@ -61,7 +61,7 @@ def write_random_vit_l(path: str | os.PathLike, seed: int = 0) -> str:
     _init_clip_vision_(cv.model, seed)
     sd = {k: v.half().contiguous() for k, v in cv.model.state_dict().items()}
     tmp = str(path) + ".partial"
-    comfy.utils.save_torch_file(sd, tmp, metadata={"sentinel_test": "random CLIP ViT-L/14 vision, seed %d" % seed})
+    comfy.utils.save_torch_file(sd, tmp, metadata={"sentinel_test": f"random CLIP ViT-L/14 vision, seed {seed}"})
     os.replace(tmp, path)
     return str(path)
 

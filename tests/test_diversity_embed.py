@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diversity import clip_embed
 from diffusion_sentinel.nodes.diversity.clip_embed import (
     check_images,

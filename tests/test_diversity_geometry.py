@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diversity.geometry import (
     centroid_norm,
     compare_to_reference,

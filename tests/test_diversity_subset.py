@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diversity.subset import (
     METHODS,
     select_diverse,
