@@ -76,3 +76,6 @@ def test_diversity_example_runs_with_comfyuis_clip_vision_loader(clip_server):
     assert len(s["indices"]) == 2 and s["encoder"] == d["encoder"]
     assert s["vendi_before"] == pytest.approx(d["vendi"], rel=1e-9)
     assert len(outputs[save_id]["images"]) == 2
+    shown = [outputs[k]["text"][0] for k, n in wf.items() if n["class_type"] == "PreviewAny"]
+    assert any(t.startswith("encoder: CLIP ViT-L/14") for t in shown)  # the report
+    assert ",".join(map(str, s["indices"])) in shown  # the chosen indices
