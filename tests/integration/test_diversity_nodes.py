@@ -104,11 +104,12 @@ def test_chunked_encoding_changes_nothing_and_drives_the_progress_bar(dn, cv):
     whole = diversity(dn, cv, images, chunk_size=64).args
     clip_embed.clear_cache()
     seen = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
     try:
         chunked = diversity(dn, cv, images, chunk_size=3).args
     finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+        comfy.utils.set_progress_bar_global_hook(previous)
     assert chunked[0] == pytest.approx(whole[0], rel=1e-6) and chunked[4] == pytest.approx(whole[4], rel=1e-6)
     assert seen == [(3, 7), (6, 7), (7, 7)]
 

@@ -3,8 +3,9 @@ CLIPVisionLoader detects.
 
 The loader chooses the model config from key names (ViT-L/H/bigG, SigLIP, DINOv2 layouts), so a detectable file must
 have the full shapes of one of them: here a random-weight CLIP ViT-L/14 vision model (304 M parameters, 610 MB in
-fp16), written once per test session to a private models folder. On two busy CPU cores the whole test takes about a
-minute (CLIP ViT-L encodes ~1 image/s on CPU); it is marked slow (deselect with -m "not slow").
+fp16), written once per test session to a private models folder. On two busy CPU cores the module takes under a
+minute (writing the file ~8 s, CLIP ViT-L encodes a few seconds per image on CPU); it is marked slow (deselect with
+-m "not slow").
 """
 
 from __future__ import annotations
