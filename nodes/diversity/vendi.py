@@ -20,7 +20,7 @@ the rest are renormalised to sum to 1.
 
 Differences from the ``vendi_score`` package (vertaix/Vendi-Score c791c30, MIT; not used or copied here):
 ``score_X`` ignores its ``q`` argument (always order 1); ``q=float('inf')`` gives NaN there (only the string
-``"inf"`` works); order 0 counts round-off eigenvalues above 0 (4 instead of 1 for six identical vectors);
+``"inf"`` works); order 0 counts round-off eigenvalues above 0 (``score_K`` gives 4, not 1, for six identical vectors);
 the sparse path keeps only the 6 largest eigenvalues (``eigsh`` default k=6: 2.46 instead of 20 for a 20×20
 identity); ``intdiv_X`` raises TypeError. Checked by running that file on CPU; see the README.
 """
