@@ -363,6 +363,19 @@ def _stack_batches(conds: list, max_batch: int) -> list[tuple[list[int], list]]:
     return groups
 
 
+def score_prompt_list(model, clip, prompts: list[str], negative_prompt: str, settings: probe.DetectorSettings,
+                      prompts_per_batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt: [N, C] features and Wen's score, scoring compatible prompts together in batches."""
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
+    conds = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
+    feats = torch.zeros(len(conds), 2)
+    wen = torch.zeros(len(conds))
+    for idx, cond in _stack_batches(conds, prompts_per_batch):
+        det = probe.detect(model, cond, neg, settings).detection
+        feats[idx, 0], feats[idx, 1], wen[idx] = det.norm, det.cosine, det.wen
+    return feats, wen
+
+
 class CalibrateMemorizationGuard(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -429,14 +442,8 @@ class CalibrateMemorizationGuard(io.ComfyNode):
         info = probe.model_info(model)
         if clip is None:
             raise ValueError("connect the CLIP of the checkpoint: the prompt lists must be encoded")
-        neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt or ""))
-        conds = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in mem + non]
         settings = probe.DetectorSettings(seed=int(seed), n_samples=int(n_samples), width=int(width), height=int(height))
-        feats = torch.zeros(len(conds), 2)
-        wen = torch.zeros(len(conds))
-        for idx, cond in _stack_batches(conds, int(prompts_per_batch)):
-            det = probe.detect(model, cond, neg, settings).detection
-            feats[idx, 0], feats[idx, 1], wen[idx] = det.norm, det.cosine, det.wen
+        feats, wen = score_prompt_list(model, clip, mem + non, negative_prompt or "", settings, int(prompts_per_batch))
         k = len(mem)
         try:
             cal = calibrate(feats[:k].numpy(), feats[k:].numpy(), wen[:k].numpy(), wen[k:].numpy(),

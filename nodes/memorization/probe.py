@@ -178,7 +178,8 @@ def run_probe(model, positive, negative, fn: Callable[[ProbeContext], Any], nois
     guider.set_cfg(cfg)
     sampler = _FnSampler(fn)
     sig = torch.tensor(sigmas if sigmas else [1.0], dtype=torch.float32)
-    guider.sample(noise, latent if latent is not None else torch.zeros_like(noise), sampler, sig, seed=seed)
+    with torch.no_grad():  # only mitigation needs gradients, and it enables them itself
+        guider.sample(noise, latent if latent is not None else torch.zeros_like(noise), sampler, sig, seed=seed)
     return sampler.result
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -98,7 +99,8 @@ def jvp(
         if method == "jvp":
             import torch.autograd.forward_ad as fwad
 
-            with forward_ad_attention(x.device), fwad.dual_level():
+            with forward_ad_attention(x.device), fwad.dual_level(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
                 out = fn(fwad.make_dual(x, u))
                 primal, tangent = fwad.unpack_dual(out)
                 primal = primal.detach().clone()
