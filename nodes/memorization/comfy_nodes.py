@@ -270,6 +270,7 @@ class WenScoreFromTrajectory(io.ComfyNode):
                                   tooltip="Per batch item: the score is above the threshold."),
                 io.String.Output("REPORT", display_name="report", tooltip="A readable summary."),
             ],
+            is_output_node=True,
         )
 
     @classmethod
@@ -531,6 +532,7 @@ class VolumeGrowthRate(io.ComfyNode):
                                         "(volume), in nats. Higher = easier to reproduce."),
                 io.String.Output("REPORT", display_name="report", tooltip="A readable summary."),
             ],
+            is_output_node=True,
         )
 
     @classmethod

@@ -221,18 +221,23 @@ class DetectionResult:
 
 
 def _detect(ctx: ProbeContext, z_rows: torch.Tensor, n_prompts: int, settings: DetectorSettings, prediction: str,
-            s_n: float, s_c: float, wen_sigmas: list[float], progress: Progress | None, positive=None) -> DetectionResult:
+            s_n: float, s_c: float | None, wen_sigmas: list[float], progress: Progress | None,
+            positive=None) -> DetectionResult:
+    """The norm term (and Wen's first step) at s_n, the cosine term at s_c (skipped when None), Wen's extra steps."""
     pos = positive if positive is not None else ctx.conds["positive"]
     neg = ctx.conds["negative"]
     calls0 = ctx.unet_calls
     x_n = z_rows * math.sqrt(s_n**2 + 1.0)
     c_n, u_n = ctx.cond_uncond(x_n, s_n, positive=pos)
     _tick(progress)
-    x_c = z_rows * math.sqrt(s_c**2 + 1.0)
-    c_c, u_c = ctx.cond_uncond(x_c, s_c, positive=pos)
-    _tick(progress)
     norm_s = an.norm_term(c_n, u_n, s_n, prediction)
-    cos_s = an.cosine_term(x_c, c_c, u_c, s_c, prediction)
+    if s_c is not None:
+        x_c = z_rows * math.sqrt(s_c**2 + 1.0)
+        c_c, u_c = ctx.cond_uncond(x_c, s_c, positive=pos)
+        _tick(progress)
+        cos_s = an.cosine_term(x_c, c_c, u_c, s_c, prediction)
+    else:
+        cos_s = torch.full_like(norm_s, float("nan"))
     wens = [an.wen_norm(c_n, u_n, s_n, prediction)]
     x, c, u, s = x_n, c_n, u_n, s_n
     for s_next in wen_sigmas[1:]:  # Wen over several DDIM steps: x_{k+1} = x0 + s_{k+1} (x - x0) / s_k
@@ -248,8 +253,8 @@ def _detect(ctx: ProbeContext, z_rows: torch.Tensor, n_prompts: int, settings: D
     return DetectionResult(
         norm=an.per_prompt_mean(norm_s, n_prompts).cpu(), cosine=an.per_prompt_mean(cos_s, n_prompts).cpu(),
         wen=an.per_prompt_mean(wen_s, n_prompts).cpu(), norm_samples=norm_s.cpu(), cosine_samples=cos_s.cpu(),
-        wen_steps=[w.cpu() for w in wens], n_prompts=n_prompts, prediction=prediction, sigma_norm=s_n, sigma_cos=s_c,
-        unet_calls=ctx.unet_calls - calls0)
+        wen_steps=[w.cpu() for w in wens], n_prompts=n_prompts, prediction=prediction, sigma_norm=s_n,
+        sigma_cos=s_c if s_c is not None else float("nan"), unet_calls=ctx.unet_calls - calls0)
 
 
 def _tick(progress: Progress | None) -> None:
@@ -324,6 +329,23 @@ def detect(model, positive, negative, settings: DetectorSettings, mitigation: Mi
         return run
 
     return run_probe(model, positive, negative, fn, noise, sigmas=[s_n, s_c], cfg=settings.cfg, seed=settings.seed)
+
+
+def detect_wen(model, positive, negative, settings: DetectorSettings) -> DetectionResult:
+    """Wen et al.'s score alone: ``settings.wen_steps`` U-Net calls (DDIM-50 from t=981 with CFG), no cosine term."""
+    info = model_info(model, what="Wen's score")
+    n_prompts = check_conditioning(positive, negative)
+    h, w = settings.latent_hw()
+    z = seeded_noise(settings.n_samples, (info.latent_channels, h, w), settings.seed)
+    wen_sig = wen_sigma_grid(model, settings.wen_steps)
+    progress = Progress(len(wen_sig))
+
+    def fn(ctx: ProbeContext) -> DetectionResult:
+        rows = _rows(z, n_prompts, ctx.noise.device)
+        return _detect(ctx, rows, n_prompts, settings, info.prediction, wen_sig[0], None, wen_sig, progress)
+
+    return run_probe(model, positive, negative, fn, z.repeat_interleave(n_prompts, dim=0), sigmas=wen_sig,
+                     cfg=settings.cfg, seed=settings.seed)
 
 
 def _clone_model_conds(entry: dict) -> dict:

@@ -160,6 +160,19 @@ def test_wen_over_several_ddim_steps(mem, tiny):
     assert three[1] == one[1]  # the anisotropy score does not change
 
 
+def test_wen_alone_costs_one_call_per_step_and_matches_the_guard(mem, tiny):
+    from diffusion_sentinel.nodes.memorization import probe
+
+    counter = UNetCalls()
+    m = counter.attach(tiny)
+    pos = [[POS2[0][0][:1], {}]]
+    guard = _guard(mem, tiny, positive=pos, wen_steps=3)
+    res = probe.detect_wen(m, pos, NEG, probe.DetectorSettings(seed=51, width=64, height=64, wen_steps=3))
+    assert [c["t"][0] for c in counter.calls] == [981, 961, 941] and all(c["rows"] == 2 for c in counter.calls)
+    assert res.wen.tolist() == pytest.approx(guard[2], rel=1e-5)
+    assert math.isnan(float(res.cosine[0])) and res.unet_calls == 3
+
+
 @pytest.mark.parametrize("negative", [None, []])
 def test_missing_negative_is_a_clear_error(mem, tiny, negative):
     with pytest.raises(ValueError, match="negative CONDITIONING is missing"):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from _comfy import conditioning, run_v3
-from _memorization import flow_patched, raw_outputs, taesd_vae
+from _memorization import flow_patched, taesd_vae
 
 COND = conditioning(21)
 
@@ -79,7 +79,6 @@ def test_one_step_stretch_by_hand_with_the_bare_network(mem, tiny, vae, images):
     output) and differentiated by reverse-mode autograd (torch.autograd.functional.jvp, the double-backward trick):
     an implementation independent of ComfyUI's sampling code and of forward-mode AD."""
     from _memorization import sd_alpha_bar
-
     from diffusion_sentinel.nodes.memorization import volume as vol
 
     score, report = _vgr(mem, tiny, vae, images[:1], mode="single_axis", method="jvp", seed=5)
