@@ -74,11 +74,14 @@ def model_info(model, what: str = "the memorization scores") -> ModelInfo:
     n_t = len(getattr(ms, "sigmas", [])) if discrete else 0
     if pred not in an.PREDICTIONS or not discrete or n_t != 1000:
         kind = {"flow": "flow matching", "edm": "EDM (continuous sigma)", "x0": "x0-prediction"}.get(pred, pred)
+        if pred in an.PREDICTIONS and discrete:
+            kind = f"a distilled {n_t}-step schedule (e.g. LCM)"
+        elif pred in an.PREDICTIONS:
+            kind = f"{kind}-prediction with a continuous noise schedule"
         raise UnsupportedModelError(
             f"{what} are defined on the 1000-step discrete noise schedule of eps- or v-prediction diffusion models "
-            f"(SD1.x, SD2.x, SDXL, PixArt); this model ({family}) uses {kind}"
-            f"{'' if discrete else ' without a discrete 1000-step schedule'}, so the timesteps 981 and 41 of the "
-            "norm and cosine terms do not exist for it. Use an SD1.x/SD2.x/SDXL checkpoint.")
+            f"(SD1.x, SD2.x, SDXL, PixArt); this model ({family}) uses {kind}, so the timesteps 981 and 41 of the "
+            "norm and cosine terms do not exist for it. Use an SD1.x/SD2.x/SDXL checkpoint without a sampling patch.")
     lf = model.get_model_object("latent_format")
     if int(getattr(lf, "latent_dimensions", 2)) != 2:
         raise UnsupportedModelError(f"{family} has {lf.latent_dimensions}-D latents (video/audio); the per-pixel "
@@ -293,8 +296,8 @@ class GuardRun:
     info: ModelInfo | None = None
 
 
-def detect(model, positive, negative, settings: DetectorSettings, mitigation: MitigationSettings | None = None,
-           progress_total_extra: int = 0) -> GuardRun:
+def detect(model, positive, negative, settings: DetectorSettings,
+           mitigation: MitigationSettings | None = None) -> GuardRun:
     """Score every prompt of ``positive``; with ``mitigation``, also optimise the embeddings of flagged prompts."""
     info = model_info(model)
     n_prompts = check_conditioning(positive, negative)
@@ -308,7 +311,7 @@ def detect(model, positive, negative, settings: DetectorSettings, mitigation: Mi
     total = per_detect
     if mitigation is not None:
         total += (mitigation.max_iters + 1) * (2 if mitigation.score == "anisotropy" else 1) + per_detect
-    progress = Progress(total + progress_total_extra)
+    progress = Progress(total)
     noise = z.repeat_interleave(n_prompts, dim=0)
 
     def fn(ctx: ProbeContext) -> GuardRun:

@@ -189,6 +189,16 @@ def test_flow_matching_model_is_a_clear_error(mem, tiny):
         _guard(mem, flow_patched(tiny))
 
 
+def test_lcm_schedule_is_a_clear_error_and_a_v_patch_is_accepted(mem, tiny):
+    from _comfy import run_node
+
+    (lcm,) = run_node("ModelSamplingDiscrete", model=tiny, sampling="lcm", zsnr=False)
+    with pytest.raises(ValueError, match="distilled 50-step schedule"):
+        _guard(mem, lcm)
+    (v,) = run_node("ModelSamplingDiscrete", model=tiny, sampling="v_prediction", zsnr=False)
+    assert "(v)" in _guard(mem, v)[8]
+
+
 def test_guidance_distilled_model_is_a_clear_error(mem, comfy):
     with pytest.raises(ValueError, match="guidance-distilled.*no separate unconditional"):
         _guard(mem, guidance_distilled())

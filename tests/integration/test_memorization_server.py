@@ -88,7 +88,9 @@ def test_calibration_saved_then_selected_by_the_guard(server):
     cal = json.loads(saved.read_text())
     assert cal["model"]["family"] == "SD15" and cal["settings"]["width"] == 64
     info = server.get("/object_info/SentinelMemorizationGuard")["SentinelMemorizationGuard"]
-    assert name in info["input"]["required"]["calibration"][0]
+    spec = info["input"]["required"]["calibration"]
+    options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])  # V3 combos: ("COMBO", {options})
+    assert name in options
     wf2 = _example(calibration=name, width=64, height=64, threshold=999.0)
     guard = copy.deepcopy(wf2)
     out2 = server.run_prompt(guard)["outputs"]
