@@ -2,8 +2,8 @@
 
 Wen et al. (ICLR 2024), ``aug_prompt`` in their ``local_sd_pipeline.py`` (docs/methods.md §4.6): AdamW, lr 0.05,
 at most 10 iterations, the loss evaluated on the current embedding and the loop stopped as soon as it is at or
-below the target, the gradient of the first (BOS) token zeroed. The anisotropy paper uses the same loop with its
-metric M as the loss (§4.5). Pure torch: the score function is any differentiable map from embeddings to one
+below the target, the gradient of the first (BOS) token zeroed. The anisotropy paper optimises the prompt
+embedding with its metric M as the loss (§4.5) but publishes no hyper-parameters; Wen's are used. Pure torch: the score function is any differentiable map from embeddings to one
 score per prompt (the ComfyUI glue builds it from calc_cond_batch on a copied U-Net).
 
 Differences from Wen's code, on purpose:
