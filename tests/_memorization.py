@@ -1,0 +1,123 @@
+"""Fixtures of the memorization tests: tiny eps/v/flow models, a TAESD VAE, a fake CLIP, a U-Net call counter, and
+an independent raw-output path (the bare UNetModel, no ComfyUI sampling code) to check the scores against."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+
+def tiny_v_model(seed: int = 0):
+    """A tiny SD15-layout U-Net wrapped as a v-prediction model (as SD 2.x-768)."""
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    from _comfy import TINY_UNET, random_init_
+
+    mc = comfy.supported_models.SD15(dict(TINY_UNET, dtype=torch.float32))
+    model = comfy.model_base.BaseModel(mc, model_type=comfy.model_base.ModelType.V_PREDICTION, device=torch.device("cpu"))
+    random_init_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def flow_patched(model):
+    """The model with a flow-matching (CONST) sampling object, as ComfyUI's ModelSamplingSD3 node makes it."""
+    import comfy.model_sampling
+
+    class FlowSampling(comfy.model_sampling.ModelSamplingDiscreteFlow, comfy.model_sampling.CONST):
+        pass
+
+    m = model.clone()
+    m.add_object_patch("model_sampling", FlowSampling(model.model.model_config))
+    return m
+
+
+def guidance_distilled(seed: int = 5):
+    """A fresh tiny model whose config says the guidance is embedded (as Flux dev)."""
+    from _comfy import tiny_model
+
+    m = tiny_model(seed)
+    m.model.model_config.unet_config = dict(m.model.model_config.unet_config, guidance_embed=True)
+    return m
+
+
+def taesd_vae(seed: int = 0):
+    """A random TAESD VAE (comfy.sd.VAE recognises TAESD by its taesd_encoder/taesd_decoder keys)."""
+    import comfy.sd
+    import comfy.taesd.taesd
+    from _comfy import random_init_
+
+    ae = random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
+    return comfy.sd.VAE(sd=ae.state_dict())
+
+
+class FakeClip:
+    """tokenize/encode_from_tokens_scheduled with a fixed random embedding per text (no text encoder needed)."""
+
+    def __init__(self, dim: int = 768, shift: dict[str, float] | None = None):
+        self.dim = dim
+        self.shift = shift or {}
+
+    def tokenize(self, text: str):
+        return {"text": text}
+
+    def encode_from_tokens_scheduled(self, tokens):
+        text = tokens["text"]
+        seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randn(1, 77, self.dim, generator=g) * (1.0 + self.shift.get(text, 0.0))
+        return [[t, {"pooled_output": t[:, -1].clone()}]]
+
+
+class UNetCalls:
+    """A DIFFUSION_MODEL wrapper that records every U-Net call: batch rows and ComfyUI's cond_or_uncond layout."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+
+    def attach(self, model, key: str = "other_pack.counter"):
+        import comfy.patcher_extension as pe
+
+        m = model.clone()
+
+        def wrapper(executor, x, timesteps, context, y, control, transformer_options, **kw):
+            self.calls.append({"rows": int(x.shape[0]), "cond_or_uncond": list(transformer_options.get("cond_or_uncond", [])),
+                               "t": [int(v) for v in timesteps.round().tolist()]})
+            return executor(x, timesteps, context, y, control, transformer_options, **kw)
+
+        m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, key, wrapper)
+        return m
+
+
+def raw_outputs(model, z: torch.Tensor, timestep: int, context: torch.Tensor) -> torch.Tensor:
+    """The bare network output (eps or v) for VP input z at an integer timestep: no sampler, no conversions."""
+    dm = model.model.diffusion_model
+    with torch.inference_mode():
+        t = torch.full((z.shape[0],), float(timestep))
+        return dm(z, t, context=context.expand(z.shape[0], -1, -1), transformer_options={}).float()
+
+
+def sd_alpha_bar(t: int) -> float:
+    """abar_t of the SD scaled-linear schedule (0.00085..0.012, 1000 steps), in float64."""
+    b = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    return float(torch.cumprod(1 - b, 0)[t])
+
+
+def hand_pixel_cosine_mean(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """Per item, the mean over pixels of the channel cosine, with Python floats (an independent loop)."""
+    out = []
+    for i in range(a.shape[0]):
+        vals = []
+        for h in range(a.shape[2]):
+            for w in range(a.shape[3]):
+                va = [float(v) for v in a[i, :, h, w]]
+                vb = [float(v) for v in b[i, :, h, w]]
+                dot = sum(p * q for p, q in zip(va, vb))
+                na = math.sqrt(sum(p * p for p in va))
+                nb = math.sqrt(sum(q * q for q in vb))
+                vals.append(dot / max(na * nb, 1e-8))
+        out.append(sum(vals) / len(vals))
+    return out

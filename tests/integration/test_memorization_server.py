@@ -1,0 +1,99 @@
+"""The memorization nodes in a real ComfyUI server with the tiny random SD1.5 checkpoint (real CLIP, real VAE,
+inference-tensor weights): the example workflow, mitigation, block (nothing downstream runs), and a calibration
+saved by one prompt and selected by the guard in the next."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+from _server import ComfyServer, find_checkpoint, load_api_workflow
+from _workflows import EXAMPLES
+
+TINY = "sd15-tiny-random.safetensors"
+EXAMPLE = EXAMPLES / "memorization_guard_api.json"
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    ckpt = find_checkpoint(TINY)
+    if ckpt is None:
+        pytest.skip(f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny")
+    base = tmp_path_factory.mktemp("comfy-mem")
+    yaml = base / "extra_model_paths.yaml"
+    yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
+    srv = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml)).start()
+    srv.base_dir = base
+    yield srv
+    srv.stop()
+
+
+def _example(**guard):
+    wf = load_api_workflow(EXAMPLE, TINY)
+    wf["8"]["inputs"].update(guard)
+    wf["3"]["inputs"]["seed"] += os.getpid() % 1000  # a fresh run every time (no cache answers)
+    return wf
+
+
+def _text(outputs, nid):
+    return "".join(outputs[nid]["text"])
+
+
+def test_example_report_runs_every_node(server):
+    out = server.run_prompt(_example(width=128, height=128))["outputs"]
+    assert "Memorization Guard - SD15 (eps)" in _text(out, "8")
+    assert "Wen score over the first 1 recorded step" in _text(out, "10")
+    assert "Volume growth rate (directions, jvp)" in _text(out, "12")
+    assert out["11"]["images"]
+
+
+def test_mitigation_in_the_server_with_inference_tensor_weights(server):
+    wf = _example(action="mitigate", threshold=-1000.0, mitigation_steps=2, width=128, height=128)
+    out = server.run_prompt(wf)["outputs"]
+    text = _text(out, "8")
+    assert "mitigate: 2 AdamW step(s)" in text and "NOT all under the threshold" in text
+    assert out["11"]["images"]  # the sampler ran with the mitigated conditioning
+
+
+def test_block_stops_everything_downstream_of_the_conditioning(server):
+    wf = _example(action="block", threshold=-1000.0, width=128, height=128)
+    entry = server.run_prompt(wf)
+    out = entry["outputs"]
+    assert "MEMORIZED" in _text(out, "8")
+    for nid in ("10", "11", "12"):  # Wen (after the sampler), SaveImage, Volume Growth Rate: all blocked
+        assert nid not in out, f"node {nid} ran although the guard blocked the prompt"
+
+
+def test_calibration_saved_then_selected_by_the_guard(server):
+    wf = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY}},
+        "20": {"class_type": "SentinelCalibrateMemorizationGuard", "inputs": {
+            "model": ["4", 0], "clip": ["4", 1],
+            "memorized_prompts": "Mothers influence on her young hippo\nThe No Limits Business Woman Podcast\n"
+                                 "Living in the Light with Ann Graham Lotz",
+            "normal_prompts": "a purple cat riding a bicycle\nthree lemons in watercolor\na castle made of jelly",
+            "name": f"tiny-{os.getpid()}", "negative_prompt": "", "threshold_rule": "logistic", "target_fpr": 0.01,
+            "seed": 51, "n_samples": 1, "width": 64, "height": 64, "prompts_per_batch": 4}},
+    }
+    out = server.run_prompt(wf)["outputs"]
+    text = _text(out, "20")
+    assert "AUC" in text and "Mothers influence" in text
+    name = f"tiny-{os.getpid()}.json"
+    saved = Path(server.base_dir) / "models" / "memorization_calibrations" / name
+    assert saved.is_file()
+    cal = json.loads(saved.read_text())
+    assert cal["model"]["family"] == "SD15" and cal["settings"]["width"] == 64
+    info = server.get("/object_info/SentinelMemorizationGuard")["SentinelMemorizationGuard"]
+    spec = info["input"]["required"]["calibration"]
+    options = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])  # V3 combos: ("COMBO", {options})
+    assert name in options
+    wf2 = _example(calibration=name, width=64, height=64, threshold=999.0)
+    guard = copy.deepcopy(wf2)
+    out2 = server.run_prompt(guard)["outputs"]
+    text2 = _text(out2, "8")
+    assert f"calibration tiny-{os.getpid()}" in text2
+    assert f"flag when anisotropy > {cal['threshold']:.3f}" in text2
