@@ -44,16 +44,6 @@ def guidance_distilled(seed: int = 5):
     return m
 
 
-def taesd_vae(seed: int = 0):
-    """A random TAESD VAE (comfy.sd.VAE recognises TAESD by its taesd_encoder/taesd_decoder keys)."""
-    import comfy.sd
-    import comfy.taesd.taesd
-    from _comfy import random_init_
-
-    ae = random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
-    return comfy.sd.VAE(sd=ae.state_dict())
-
-
 class FakeClip:
     """tokenize/encode_from_tokens_scheduled with a fixed random embedding per text (no text encoder needed)."""
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-from _comfy import conditioning, run_v3
-from _memorization import flow_patched, taesd_vae
+from _comfy import conditioning, run_v3, tiny_vae
+from _memorization import flow_patched
 
 COND = conditioning(21)
 
@@ -22,7 +22,7 @@ def mem(comfy):
 
 @pytest.fixture(scope="module")
 def vae(comfy):
-    return taesd_vae(0)
+    return tiny_vae(0)
 
 
 @pytest.fixture(scope="module")
