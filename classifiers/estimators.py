@@ -96,7 +96,7 @@ class ArtifactClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"Only binary classification is supported. The type of the target is {y_type}.")
         classes, yi = np.unique(y, return_inverse=True)
         if classes.shape[0] != 2:
-            raise ValueError(f"training data holds a single class ({classes[0]!r}); label examples of both "
+            raise ValueError(f"the training data holds one class only ({classes[0]!r}); label examples of both "
                              "classes (artifact and natural)")
         self.classes_ = classes
         self._fit(X, yi.astype(np.int64))
@@ -110,7 +110,9 @@ class ArtifactClassifier(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p1, p1])
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(np.int64)]
+        """The more likely class (artifact when P(artifact) > 0.5)."""
+        positive = self.predict_proba(X)[:, 1] > 0.5
+        return self.classes_[positive.astype(np.int64)]
 
     # ----------------------------------------------------------------------------------------------- subclass API
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -164,6 +166,9 @@ class LogDistanceClassifier(ArtifactClassifier):
 
     recipe = "log_distance"
     _state_names = ("mean_", "scale_", "coef_", "intercept_")
+    # The features assume similarities <= 1 (log of 1 - z); on scikit-learn's generic test data (blobs around
+    # +-10) every value above 1 maps to the same log(eps), so the generic accuracy check cannot pass.
+    poor_score = True
 
     def __init__(self, C: float = 0.01, eps: float = 1e-8, max_iter: int = 5000):
         self.C = C
@@ -184,6 +189,7 @@ class LogDistanceClassifier(ArtifactClassifier):
             lr.fit((u - self.mean_) / self.scale_, y)
         self.coef_ = lr.coef_.reshape(-1).astype(np.float64)
         self.intercept_ = lr.intercept_.reshape(-1).astype(np.float64)
+        self.n_iter_ = np.asarray(lr.n_iter_).reshape(-1)  # not stored in model files (diagnostic only)
 
     def _proba(self, X):
         return _sigmoid(self._features(X) @ self.coef_ + self.intercept_[0])

@@ -56,11 +56,16 @@ def haar_pyramid(x: np.ndarray, size: int = 64, pad_value: float = 1.0) -> list[
 
 
 def time_bins(x: np.ndarray, n_bins: int) -> list[np.ndarray]:
-    """``n_bins`` consecutive bins of length len(x) // n_bins (the remainder at the end is dropped, as in the paper)."""
+    """``n_bins`` consecutive bins of length len(x) // n_bins (the remainder at the end is dropped, as in the paper).
+
+    A series shorter than ``n_bins`` (never the case for real runs) gets one-value bins, the last value repeated.
+    """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if x.shape[0] == 0 or n_bins < 1:
+        raise ValueError(f"cannot split a series of {x.shape[0]} values into {n_bins} bins")
     w = x.shape[0] // n_bins
     if w < 1:
-        raise ValueError(f"cannot split a series of {x.shape[0]} values into {n_bins} bins")
+        return [x[min(i, x.shape[0] - 1):min(i, x.shape[0] - 1) + 1] for i in range(n_bins)]
     return [x[i * w:(i + 1) * w] for i in range(n_bins)]
 
 

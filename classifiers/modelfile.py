@@ -222,6 +222,8 @@ def _sniff(path: str) -> str:
         head = f.read(16)
     if not head:
         return "empty"
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
+        return "safetensors"
     if head[:1] == b"\x80" and len(head) > 1 and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"
     if head[:4] == b"PK\x03\x04":
