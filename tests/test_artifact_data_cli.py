@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _artifact import synthetic_series, write_csv
-
 from diffusion_sentinel.classifiers import DatasetError, cross_validate, load_model, read_dataset
 from diffusion_sentinel.classifiers.data import append_index_rows, format_series, parse_label
 

@@ -8,13 +8,6 @@ import warnings
 import numpy as np
 import pytest
 from _artifact import synthetic_series
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
-
 from diffusion_sentinel.classifiers.estimators import (
     DmaxRuleClassifier,
     HaarStatisticsFeatures,
@@ -28,6 +21,12 @@ from diffusion_sentinel.classifiers.estimators import (
 )
 from diffusion_sentinel.classifiers.features import haar_statistics, late_drawdown, log_distance
 from diffusion_sentinel.classifiers.forest import TreeEnsemble
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 
 # All checks pass; none is expected to fail. LogDistanceClassifier and DmaxRuleClassifier carry the

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from diffusion_sentinel.classifiers.features import (
     STAT_NAMES,
     crossings,

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 from _artifact import synthetic_series
-
 from diffusion_sentinel.classifiers import (
     ArtifactModel,
     MetricMismatch,
