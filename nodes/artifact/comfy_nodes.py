@@ -369,7 +369,7 @@ class KSamplerAutoReject(io.ComfyNode):
                                   "A prefix classifier (Train Artifact Classifier with prefix_steps > 0) that stops "
                                   "a try after its first steps when every item looks doomed. 'none': no early "
                                   "rejection."),
-                io.Float.Input("early_threshold", default=0.8, min=0.0, max=1.0, step=0.01, optional=True,
+                io.Float.Input("early_threshold", default=0.5, min=0.0, max=1.0, step=0.01, optional=True,
                                tooltip="Stop a try early when the prefix P(artifact) >= this for every item."),
                 io.Float.Input("dmax_threshold", default=0.0, min=0.0, max=2.0, step=0.001, optional=True,
                                tooltip=_DMAX_TIP),
@@ -396,7 +396,7 @@ class KSamplerAutoReject(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
-                classifier, tau, max_tries, vae=None, early_classifier=NONE, early_threshold=0.8,
+                classifier, tau, max_tries, vae=None, early_classifier=NONE, early_threshold=0.5,
                 dmax_threshold=0.0, rule_metric="dreamsim") -> io.NodeOutput:
         clf = load_classifier(classifier)
         judge = Judge.for_model(clf, rule_metric, tau, dmax_threshold, vae)
