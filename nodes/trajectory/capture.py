@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .recorder import CaptureOptions, RunRecorder
+from .recorder import CaptureOptions, RunRecorder, StopSampling
 from .trajectory import Trajectory
 
 WRAPPER_KEY = "diffusion_sentinel.trajectory"
@@ -26,10 +26,11 @@ log = logging.getLogger("diffusion_sentinel")
 class CaptureStore:
     """The runs recorded through one patched MODEL (newest last, bounded)."""
 
-    def __init__(self, options: CaptureOptions, max_runs: int = 4):
+    def __init__(self, options: CaptureOptions, max_runs: int = 4, step_listener=None):
         self.options = options
         self.runs: deque[Trajectory] = deque(maxlen=max(1, int(max_runs)))
         self.active: RunRecorder | None = None
+        self.step_listener = step_listener  # (recorder, step_index) -> None; may raise StopSampling
 
     def add(self, traj: Trajectory) -> None:
         self.runs.append(traj)
@@ -72,14 +73,21 @@ def _latent_format_object(name: str | None):
         return None
 
 
-def attach_capture(model, options: CaptureOptions, max_runs: int = 4):
-    """Return (patched clone of ``model``, its CaptureStore). The input MODEL is never modified."""
+def attach_capture(model, options: CaptureOptions, max_runs: int = 4, step_listener=None):
+    """Return (patched clone of ``model``, its CaptureStore). The input MODEL is never modified.
+
+    ``step_listener(recorder, step_index)``, if given, is called after every recorded step (after the sampler's
+    own callback, so previews and the progress bar are up to date). It may raise
+    :class:`~.recorder.StopSampling` to end the run there: the sampler then returns the latest x0 (or the
+    exception's ``latent``), ComfyUI finishes the sampling call normally, and the recorded trajectory carries
+    ``meta["stopped_early_at"]`` (the step index) and the flag ``stopped_early``.
+    """
     import comfy.patcher_extension as pe
 
     m = model.clone()
     for wt in (pe.WrappersMP.SAMPLER_SAMPLE, pe.WrappersMP.PREDICT_NOISE):
         m.remove_wrappers_with_key(wt, WRAPPER_KEY)  # capturing twice replaces the earlier capture
-    store = CaptureStore(options, max_runs)
+    store = CaptureStore(options, max_runs, step_listener=step_listener)
     sampler_wrapper = _make_sampler_wrapper(store)
     m.add_wrapper_with_key(pe.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, sampler_wrapper)
     m.add_wrapper_with_key(pe.WrappersMP.PREDICT_NOISE, WRAPPER_KEY, _make_predict_wrapper(store))
@@ -129,18 +137,28 @@ def _make_sampler_wrapper(store: CaptureStore):
         mp = guider.model_patcher
         ms = mp.get_model_object("model_sampling")
         meta = describe_run(guider, executor.class_obj, sigmas, extra_args, denoise_mask)
-        rec = RunRecorder(store.options, sigmas, meta, input_scaling=getattr(ms, "calculate_input", None))
+        rec = RunRecorder(store.options, sigmas, meta, input_scaling=getattr(ms, "calculate_input", None),
+                          step_listener=store.step_listener)
 
         def callback_with_capture(i, x0, x, total_steps):
             rec.on_callback(i, x0, x)
-            if callback is not None:
-                return callback(i, x0, x, total_steps)
-            return None
+            result = callback(i, x0, x, total_steps) if callback is not None else None
+            rec.after_step()  # the step listener may raise StopSampling here
+            return result
 
         store.active = rec
         try:
             out = executor(guider, sigmas, extra_args, callback_with_capture, noise, latent_image, denoise_mask,
                            disable_pbar)
+        except StopSampling as stop:
+            latent = stop.latent if stop.latent is not None else rec.latest_x0
+            if latent is None:
+                raise RuntimeError("a step listener stopped sampling before any step was recorded") from stop
+            # what KSAMPLER.sample does with the sampler's result on a normal return
+            out = ms.inverse_noise_scaling(sigmas[-1], latent)
+            rec.mark_stopped(stop.reason)
+            log.info("Diffusion Sentinel: sampling stopped after step %d of %d (%s)", rec.stopped_at + 1,
+                     len(sigmas) - 1, stop.reason or "step listener")
         finally:
             store.active = None
         store.add(rec.finish(out))

@@ -6,7 +6,10 @@ Pure torch (no ComfyUI import). The ComfyUI glue (capture.py) feeds it three eve
 - ``on_eval(x, sigma, x0)`` after every model evaluation (a PREDICT_NOISE wrapper),
 - ``on_callback(i, x0, x)`` from the sampler's step callback,
 
-and ``finish(samples)`` when the sampler returns. Several model evaluations can happen between two callbacks
+and ``finish(samples)`` when the sampler returns. After the sampler's own callback has run, the glue calls
+``after_step()``, which hands each recorded step to an optional ``step_listener(recorder, step_index)``; the
+listener may look at the steps so far (``snapshot()``) and raise :class:`StopSampling` to end the run early (the
+glue then returns the latest x0 as the result and records ``meta["stopped_early_at"]``). Several model evaluations can happen between two callbacks
 (heun, dpm_2, dpmpp_2s/sde evaluate a second stage after calling back; dpm_fast/dpm_adaptive evaluate several
 stages per step). The evaluation whose prediction the callback reports is found by identity (the callback's x0
 is the very tensor the model returned: euler, heun, dpmpp_*, uni_pc, ...), else by value (dpm_fast and
@@ -31,6 +34,19 @@ import torch
 from .trajectory import Trajectory
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class StopSampling(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by a step listener to stop the current sampling run after the step it was told about.
+
+    Internal to the capture: the SAMPLER_SAMPLE wrapper catches it and returns ``latent`` (default: the latest
+    x0), so ComfyUI's sampling ends normally and runs its cleanup. Never escapes a captured sampler call.
+    """
+
+    def __init__(self, reason: str = "", latent: torch.Tensor | None = None):
+        super().__init__(reason or "stopped by a step listener")
+        self.reason = reason
+        self.latent = latent
 
 
 @dataclass
@@ -86,6 +102,7 @@ class RunRecorder:
         sigmas: torch.Tensor,
         meta: dict[str, Any] | None = None,
         input_scaling: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        step_listener: Callable[[RunRecorder, int], None] | None = None,
     ):
         self.options = options
         self.schedule = [float(s) for s in sigmas.detach().float().cpu().reshape(-1)]
@@ -99,6 +116,11 @@ class RunRecorder:
         self._pending: _Step | None = None
         self._stored: list[_Step] = []
         self._noise_frame: torch.Tensor | None = None
+        self.step_listener = step_listener
+        self._notify: int | None = None
+        self._latest_x0: torch.Tensor | None = None
+        self.stopped_at: int | None = None
+        self.stop_reason: str = ""
 
     # ------------------------------------------------------------------ events
     def on_cfg(self, cond_x0: torch.Tensor | None, uncond_x0: torch.Tensor | None) -> None:
@@ -128,11 +150,37 @@ class RunRecorder:
                 nf = self.input_scaling(torch.tensor([float(sigma)], device=x_in.device, dtype=x_in.dtype), x_in)
             self._noise_frame = self._copy(nf, torch.float32)  # one frame per item: keep it exact
         step = _Step(index, int(i), sigma, x0, x_in, cond, uncond, has_cu, self.n_evals)
+        self._latest_x0 = x0
         if index % self.options.every_k == 0:
             self._stored.append(self._materialise(step))
             self._pending = None
+            self._notify = index
         else:
             self._pending = step  # references only; copied at finish() if it turns out to be the last step
+
+    def after_step(self) -> None:
+        """Hand the step recorded by the last callback to the step listener (which may raise StopSampling)."""
+        idx, self._notify = self._notify, None
+        if idx is not None and self.step_listener is not None:
+            self.step_listener(self, idx)
+
+    def mark_stopped(self, reason: str = "") -> None:
+        """Record that the run was stopped early after the latest callback."""
+        self.stopped_at = self.n_callbacks - 1
+        self.stop_reason = reason
+
+    @property
+    def latest_x0(self) -> torch.Tensor | None:
+        """The x0 the sampler reported last (live tensor, model space): what a stopped run returns."""
+        return self._latest_x0
+
+    @property
+    def recorded_steps(self) -> int:
+        return len(self._stored)
+
+    def snapshot(self) -> Trajectory:
+        """The steps recorded so far as a Trajectory (copies already made; no ``final``). For step listeners."""
+        return self._assemble(list(self._stored), None, self.meta_now())
 
     def _match(self, x0: torch.Tensor) -> _Eval | None:
         if len(self._evals) <= 1:
@@ -152,13 +200,22 @@ class RunRecorder:
         if self._pending is not None:
             self._stored.append(self._materialise(self._pending))
             self._pending = None
-        steps = self._stored
         sched_steps = len(self.schedule) - 1
         if self.n_callbacks and self.n_evals > self.n_callbacks:
             self.flags.add("several_model_evaluations_per_step")
-        if self.n_callbacks and self.n_callbacks != sched_steps:
+        if self.n_callbacks and self.n_callbacks != sched_steps and self.stopped_at is None:
             self.flags.add("steps_do_not_follow_schedule")
-        meta = {
+        meta = self.meta_now()
+        if self.stopped_at is not None:
+            meta["stopped_early_at"] = self.stopped_at
+            meta["stopped_early_reason"] = self.stop_reason
+            meta["flags"] = sorted(set(meta["flags"]) | {"stopped_early"})
+        return self._assemble(self._stored, samples, meta)
+
+    def meta_now(self) -> dict[str, Any]:
+        """The run's metadata with the counters as they are now."""
+        steps = self._stored
+        return {
             **self.meta,
             "recorded_steps": len(steps),
             "callbacks": self.n_callbacks,
@@ -169,6 +226,9 @@ class RunRecorder:
             "schedule_sigmas": self.schedule,
             "flags": sorted(self.flags),
         }
+
+    def _assemble(self, steps: list[_Step], samples: torch.Tensor | None, meta: dict[str, Any]) -> Trajectory:
+        meta = dict(meta)
         if not steps:
             shape = tuple(samples.shape) if samples is not None else (0, 0)
             empty = torch.zeros((shape[0], 0, *shape[1:]), dtype=self.options.dtype)

@@ -1,0 +1,101 @@
+"""The artifact nodes in a real ComfyUI server: the classifier combos list models/artifact_classifiers with a
+'none' entry, the example workflows produce the expected outputs, and a dataset collected by one workflow trains a
+classifier in another that a third one then uses."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from _artifact import synthetic_series
+from _server import ComfyServer, find_checkpoint, load_api_workflow
+
+TINY = "sd15-tiny-random.safetensors"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    ckpt = find_checkpoint(TINY)
+    if ckpt is None:
+        pytest.skip(f"{TINY} not found (build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny)")
+    base = tmp_path_factory.mktemp("comfy-artifact")
+    (base / "models" / "checkpoints").mkdir(parents=True)
+    os.symlink(ckpt, base / "models" / "checkpoints" / TINY)
+    from diffusion_sentinel.classifiers import ArtifactModel, TrainedFor, make_model
+
+    X, y = synthetic_series(60, length=6, seed=0)
+    (base / "models" / "artifact_classifiers").mkdir()
+    ArtifactModel(make_model("default").fit(X, y), TrainedFor("latent_cosine", True, 6)).save(
+        base / "models" / "artifact_classifiers" / "synthetic_lc6.safetensors")
+    s = ComfyServer(os.environ["COMFYUI_PATH"], base).start()
+    yield s
+    s.stop()
+    shutil.rmtree(base / "custom_nodes", ignore_errors=True)
+
+
+def _run(srv, name, edit=None):
+    wf = load_api_workflow(EXAMPLES / f"{name}_api.json", TINY)
+    wf["5"]["inputs"].update(width=64, height=64)  # 8x8 latents: the same graph, much faster on a CPU
+    wf["3"]["inputs"]["steps"] = 6
+    if edit:
+        edit(wf)
+    return srv.run_prompt(wf)["outputs"]
+
+
+def test_combos_list_the_model_folder_with_none(srv):
+    info = srv.get("/object_info/SentinelArtifactPredict")["SentinelArtifactPredict"]
+    options = info["input"]["required"]["classifier"]
+    opts = options[1]["options"] if len(options) > 1 and "options" in options[1] else options[0]
+    assert opts == ["none", "synthetic_lc6.safetensors"]
+    assert "Diffusion Sentinel: the" not in srv.log_text(), srv.log_tail()
+
+
+def test_predict_and_filter_example(srv):
+    out = _run(srv, "artifact_predict_filter")
+    text = out["12"]["text"][0]
+    assert text.startswith("kept 1 of 2: [") and len(out["9"]["images"]) == 1
+
+
+def test_auto_reject_example_with_a_classifier_file(srv):
+    out = _run(srv, "artifact_autoreject")
+    assert "seeds [" in out["3"]["text"][0] and len(out["9"]["images"]) == 2
+
+    def use_file(wf):
+        wf["3"]["inputs"].update(classifier="synthetic_lc6.safetensors", tau=0.0, max_tries=2, seed=99)
+
+    text = _run(srv, "artifact_autoreject", use_file)["3"]["text"][0]
+    assert "model evaluations 24 " in text  # 2 tries x 2 items x 6 steps
+
+
+def test_collect_train_and_use(srv):
+    for seed, labels in ((7, "natural,artifact"), (8, "artifact,natural"), (9, "natural,artifact")):
+        def edit(wf, seed=seed, labels=labels):
+            wf["3"]["inputs"]["seed"] = seed
+            wf["10"]["inputs"]["labels"] = labels
+        out = _run(srv, "artifact_collect_dataset", edit)
+    assert "6 samples" in out["10"]["text"][0]
+    folder = srv.base / "output" / "artifact_datasets" / "example_dataset"
+    rows = list(csv.DictReader(open(folder / "index.csv")))
+    assert len(rows) == 6 and {r["metric"] for r in rows} == {"latent_cosine"}
+    assert all((folder / r["trajectory"]).is_file() and (folder / r["image"]).is_file() for r in rows)
+    train = {"1": {"class_type": "SentinelTrainArtifactClassifier",
+                   "inputs": {"dataset": "example_dataset", "recipe": "default", "model_name": "from_server",
+                              "prefix_steps": 0, "cv_folds": 3, "cv_seeds": 1, "overwrite": True,
+                              "csv_metric": "dreamsim"}}}
+    out = srv.run_prompt(train)["outputs"]
+    assert "from_server" in out["1"]["text"][0]
+    assert (srv.base / "models" / "artifact_classifiers" / "from_server.safetensors").is_file()
+    opts = srv.get("/object_info/SentinelArtifactPredict")["SentinelArtifactPredict"]["input"]["required"]
+    assert "from_server.safetensors" in json.dumps(opts["classifier"])
+
+    def use(wf):
+        wf["11"]["inputs"]["classifier"] = "from_server.safetensors"
+
+    out = _run(srv, "artifact_predict_filter", use)
+    assert out["12"]["text"][0].startswith("kept 1 of 2")
