@@ -35,13 +35,3 @@ def write_csv(path, X, y, ids=None, extra: dict | None = None):
             row += [v[i] if isinstance(v, list) else v for v in (extra or {}).values()]
             w.writerow(row)
     return path
-
-
-def tiny_taesd_vae(seed: int = 0):
-    """A working random-weight TAESD VAE (comfy.sd.VAE selects TAESD by the taesd_encoder./taesd_decoder. keys)."""
-    import _comfy
-    import comfy.sd
-    import comfy.taesd.taesd
-
-    ae = _comfy.random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
-    return comfy.sd.VAE(sd=ae.state_dict())

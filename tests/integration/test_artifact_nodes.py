@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from _artifact import synthetic_series, tiny_taesd_vae
-from _comfy import conditioning, empty_latent, run_v3
+from _artifact import synthetic_series
+from _comfy import conditioning, empty_latent, run_v3, tiny_vae
 
 POS, NEG = conditioning(1), conditioning(2)
 STEPS = 8
@@ -160,7 +160,7 @@ def test_predict_refuses_another_metric_and_bad_files(art, traj_nodes, tiny, san
     ArtifactModel(make_model("default").fit(X, y), TrainedFor("latent_cosine", True, STEPS)).save(
         sandbox / "artifact_classifiers" / "lc.safetensors")
     _, traj = traj_run(traj_nodes, tiny)
-    ssim = series_of(traj_nodes, traj, "pixel_ssim", tiny_taesd_vae())
+    ssim = series_of(traj_nodes, traj, "pixel_ssim", tiny_vae())
     with pytest.raises(ValueError, match="trained on latent_cosine.*uses pixel_ssim"):
         run_v3(art.ArtifactPredict, series=ssim, classifier="lc.safetensors", threshold=0.5)
     # with the TRAJECTORY connected too, the node computes the series the model needs
