@@ -82,7 +82,7 @@ SD15_SHAPED = dict(num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 2, 2], trans
 # SDXL's block structure (9 input / 9 output blocks, no attention on the top level, depths 2 and 10 -> 2 and 3)
 SDXL_SHAPED = dict(num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 2], transformer_depth=[0, 0, 2, 2, 3, 3],
                    transformer_depth_output=[0, 0, 0, 2, 2, 2, 3, 3, 3], transformer_depth_middle=3,
-                   use_linear_in_transformer=True, adm_in_channels=2816, num_head_channels=16)
+                   use_linear_in_transformer=True, adm_in_channels=2816, num_classes="sequential")
 # The real configs (docs/comfyui-internals.md §3.3), to instantiate on the meta device
 SD15_FULL = dict(model_channels=320, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
                  transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
@@ -90,7 +90,7 @@ SD15_FULL = dict(model_channels=320, num_res_blocks=[2, 2, 2, 2], channel_mult=[
 SDXL_FULL = dict(model_channels=320, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
                  transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
                  transformer_depth_middle=10, context_dim=2048, use_linear_in_transformer=True,
-                 adm_in_channels=2816, num_head_channels=64)
+                 adm_in_channels=2816, num_classes="sequential", num_head_channels=64)
 
 
 def unet_model(kind: str = "sd15", seed: int = 0, device: str = "cpu", **over):

@@ -301,9 +301,8 @@ def aas_device(model):
 def score_pairs(ex: DiffSimExtractor, a: Sequence[torch.Tensor], b: Sequence[torch.Tensor],
                 on_pair: Callable[[int], None] | None = None) -> list[float]:
     """DiffSim(a[i], b[i]) for each i (both lists as long); every distinct image is evaluated once."""
-    fa = ex.features(list(a))
-    fb = ex.features(list(b))
-    return aas_pairs(fa, fb, device=aas_device(ex.model), on_pair=on_pair)
+    feats = ex.features(list(a) + list(b))  # one batched pass over every distinct image
+    return aas_pairs(feats[:len(a)], feats[len(a):], device=aas_device(ex.model), on_pair=on_pair)
 
 
 def score_matrix(ex: DiffSimExtractor, images: Sequence[torch.Tensor],
