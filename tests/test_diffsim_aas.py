@@ -122,3 +122,20 @@ def test_fp16_features_are_scored_in_fp32():
     fa, fb = feats(7), feats(8)
     half = aligned_attention_score(AttentionFeatures(*(t.half() for t in fa)), AttentionFeatures(*(t.half() for t in fb)))
     assert half == pytest.approx(aligned_attention_score(fa, fb), abs=2e-3)
+
+
+def test_identical_uncond_halves_bias_the_score_up():
+    """Why DiffSim-C compares the conditional half only: the released code's uncond half uses the same zero-image
+    IP tokens for A and B, so that half of both attention outputs is identical and pulls the cosine toward 1."""
+    ga, gb = feats(1, c=1, n=16), feats(2, c=1, n=16)
+    shared = feats(3, c=1, n=4)  # uncond K, V (zero-image IP tokens): the same for A and B
+    qa_u, qb_u = feats(4, c=1, n=16).q, feats(5, c=1, n=16).q
+
+    def with_uncond(f, q_u):
+        return AttentionFeatures(torch.cat([q_u, f.q]), torch.cat([shared.k, f.k[:, :, :4]]),
+                                 torch.cat([shared.v, f.v[:, :, :4]]))
+
+    cond_only = aligned_attention_score(AttentionFeatures(ga.q, ga.k[:, :, :4], ga.v[:, :, :4]),
+                                        AttentionFeatures(gb.q, gb.k[:, :, :4], gb.v[:, :, :4]))
+    both = aligned_attention_score(with_uncond(ga, qa_u), with_uncond(gb, qb_u))
+    assert both > cond_only + 0.05, (both, cond_only)
