@@ -85,7 +85,6 @@ def main() -> None:
         sys.exit("set COMFYUI_PATH to a ComfyUI checkout")
     _boot(comfy_path)
     import torch
-
     from diffusion_sentinel.nodes.diffsim.feature_cache import FeatureCache
     from diffusion_sentinel.nodes.diffsim.pipeline import DiffSimExtractor, Settings, score_pairs
 

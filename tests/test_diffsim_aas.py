@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diffsim.aas import (
     AttentionFeatures,
     aas_matrix,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from diffusion_sentinel.nodes.diffsim.blocks import AttnSite, BlockError, UNetLayout
 
 

@@ -7,7 +7,6 @@ import gc
 import numpy as np
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diffsim.feature_cache import FeatureCache
 from diffusion_sentinel.nodes.diffsim.heatmap import matrix_image, matrix_text, ramp
 from diffusion_sentinel.nodes.diffsim.images import content_hash, derive_seed, prepare, seeded_normal, to_uint8

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 from _diffsim import SD15_LAYER_WIDTHS, SD15_PLUS, SDXL_PLUS, ip_adapter_state_dict, save_ip_adapter
-
 from diffusion_sentinel.nodes.diffsim.ip_adapter import IPAdapterError, IPAdapterPlus, inspect_state_dict
 
 # SDXL's 70 cross-attention layers in IP-Adapter order: down 1 (2 attentions x depth 2, 640), down 2 (2 x 10, 1280),

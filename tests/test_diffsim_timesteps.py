@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diffsim.timesteps import (
     CUSTOM,
     TIMESTEP_PRESETS,
@@ -72,7 +71,8 @@ def test_preset_names_and_custom():
 def test_auto_convention_by_family_and_bad_values():
     assert convention_for_family("SD15") == "pndm"
     assert convention_for_family("SDXL") == "leading" and convention_for_family("SDXLRefiner") == "leading"
-    assert resolve_convention("auto", "SD20") == "pndm"
+    assert convention_for_family("SD15_instructpix2pix") == "pndm" and convention_for_family("SD20") == "leading"
+    assert resolve_convention("auto", "SD15") == "pndm"
     assert resolve_convention("leading (1000 - t)", "SD15") == "leading"
     for bad in (0, 1001, -5):
         with pytest.raises(ValueError, match="between 1 and 1000"):

@@ -65,7 +65,7 @@ def settings_inputs() -> list:
                                "compares content."),
         io.Int.Input("t", default=900, min=1, max=1000,
                      tooltip="The paper's t when timestep is 'custom (use t)'; noise level = 1001 - t on SD1.x "
-                             "(the released PNDM indexing), 1000 - t on SDXL."),
+                             "(the released PNDM indexing), 1000 - t on SDXL and other models."),
         io.String.Input("prompt", default=DEFAULT_PROMPT,
                         tooltip="The text condition of the pass (the paper uses 'High quality image'; NIGHTS 'An "
                                 "image of a <category>', CUTE 'The photo of a <class>')."),
@@ -92,7 +92,7 @@ def settings_inputs() -> list:
                                 "in ComfyUI's numbering, e.g. 'output 5 0'. Without an index the last one is used."),
         io.Combo.Input("t_convention", options=list(CONVENTIONS), default="auto", optional=True,
                        tooltip="How t becomes a noise level: auto follows the released code (SD1.x PNDM: 1001 - t; "
-                               "SDXL Euler: 1000 - t)."),
+                               "SDXL Euler and other models: 1000 - t)."),
         DiffSimIPAdapter.Input("ip_adapter", optional=True,
                                tooltip="DiffSim-C only: an IP-Adapter Plus from 'Load IP-Adapter Plus (DiffSim)'."),
         io.ClipVision.Input("clip_vision", optional=True,

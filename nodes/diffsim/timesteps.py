@@ -10,8 +10,8 @@ means little noise (docs/methods.md §2.2, §2.9.1). What it maps to depends on 
 - ``leading`` (SDXL's Euler scheduler with "leading" spacing and steps_offset=1, and the DiT script):
   [1000, 999, ..., 1] clamped to the last training step, i.e. noise level 1000 - t.
 
-We reproduce what the released code ran: ``auto`` picks ``pndm`` for SD1.x/SD2.x-family models and
-``leading`` for SDXL-family ones. The one-step difference is small (t=900: sigma 0.346 vs 0.344) but the
+We reproduce what the released code ran: ``auto`` picks ``pndm`` for SD1.x models (the paper's) and
+``leading`` (the plain "noise level = 1000 - t" reading, and what the SDXL script ran) for every other family. The one-step difference is small (t=900: sigma 0.346 vs 0.344) but the
 presets were tuned on SD1.5 with PNDM, so that is the default there.
 """
 
@@ -39,7 +39,7 @@ def preset_t(preset: str, t: int) -> int:
 
 def convention_for_family(family: str) -> str:
     """The scheduler convention the paper's code used for a model family name (ComfyUI model config class)."""
-    return "leading" if "SDXL" in family.upper() or "SSD1B" in family.upper() else "pndm"
+    return "pndm" if family.upper().startswith("SD15") else "leading"
 
 
 def resolve_convention(convention: str, family: str) -> str:

@@ -8,7 +8,6 @@ import math
 import _diffsim as D
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diffsim.blocks import BlockError
 from diffusion_sentinel.nodes.diffsim.capture import transformer_block, unet_layout
 from diffusion_sentinel.nodes.diffsim.feature_cache import FeatureCache
@@ -63,8 +62,8 @@ def test_sd15_shaped_tiny_model_captures_at_output_5(comfy, parts):
 
 
 def test_non_unet_and_missing_blocks_get_clear_errors(comfy, parts):
-    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
     import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
 
     dit = MMDiT(input_size=8, depth=1, device="meta", operations=comfy.ops.disable_weight_init)
     m = parts[0].clone()

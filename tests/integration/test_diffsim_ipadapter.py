@@ -6,7 +6,6 @@ from __future__ import annotations
 import _diffsim as D
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diffsim.aas import split_heads
 from diffusion_sentinel.nodes.diffsim.capture import unet_layout
 from diffusion_sentinel.nodes.diffsim.ip_adapter import IPAdapterError, IPAdapterPlus
