@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -46,6 +47,10 @@ DEFAULT_PROMPT = "High quality image"
 DEFAULT_SEED = 2334  # the released scripts' --seed
 
 CACHE = FeatureCache(max_bytes=int(os.environ.get("SENTINEL_DIFFSIM_CACHE_MB", "1024")) << 20)
+# Smaller caches used whenever the feature cache is on: encoded prompts (CLIP on CPU is slow) and VAE latents
+# (the encoder costs more than a U-Net pass, and the latent does not depend on block, t, prompt or mode).
+TEXT_CACHE = FeatureCache(max_bytes=64 << 20, max_entries=256)
+LATENT_CACHE = FeatureCache(max_bytes=256 << 20)
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,20 @@ def _cond_hash(cond) -> str:
     return h.hexdigest()
 
 
-def encode_text(clip, text: str, model, resolution: int):
+def encode_text(clip, text: str, model, resolution: int, cache: FeatureCache | None = None):
     """CONDITIONING of ``text``; SDXL-family models also get the size conditioning of a square image."""
     if clip is None:
         raise ValueError("DiffSim needs the CLIP text encoder of the checkpoint (connect CheckpointLoader's CLIP) "
                          "to encode the prompt and the empty unconditional prompt")
-    cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    patcher = getattr(clip, "patcher", None)
+    key = (id(clip), str(getattr(patcher, "patches_uuid", "")), _fingerprint(getattr(patcher, "model_options", {})),
+           text)
+    cond = cache.get(key, (clip,)) if cache is not None else None
+    if cond is None:
+        cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        if cache is not None:
+            size = sum(c[0].element_size() * c[0].nelement() for c in cond)
+            cache.put(key, cond, size, (clip,))
     if getattr(model.model, "adm_channels", 0):
         extra = {"width": resolution, "height": resolution, "target_width": resolution,
                  "target_height": resolution, "crop_w": 0, "crop_h": 0}
@@ -159,8 +172,10 @@ class DiffSimExtractor:
         ms = model.get_model_object("model_sampling")
         self.sigma = float(ms.sigma(torch.tensor(float(self.noise_t))))
         pos_text = settings.prompt if settings.cfg_pair else ""
-        self.positive = encode_text(clip, pos_text, model, settings.resolution)
-        self.negative = encode_text(clip, "", model, settings.resolution)
+        text_cache = TEXT_CACHE if cache is not None else None
+        self.positive = encode_text(clip, pos_text, model, settings.resolution, text_cache)
+        self.negative = encode_text(clip, "", model, settings.resolution, text_cache)
+        self.latent_cache = LATENT_CACHE if cache is not None else None
         if settings.mode == "C":  # the conditional (IP-conditioned) half only; see the module docstring
             self.run_positive, self.run_negative, self.halves = True, False, [0]
         elif settings.cfg_pair:
@@ -179,6 +194,7 @@ class DiffSimExtractor:
         self.passes = 0  # images run through the U-Net by this extractor
         self.unet_calls = 0
         self.hits = 0
+        self.seconds = {"vae": 0.0, "unet": 0.0}  # time spent encoding images and in U-Net passes
         self.latent_used = "posterior sample" if settings.posterior_sample else "posterior mean"
 
     # ------------------------------------------------------------------ public
@@ -218,7 +234,7 @@ class DiffSimExtractor:
             "latent": self.latent_used, "resolution": self.s.resolution, "resize": self.s.resize,
             "ip_weight": self.s.ip_weight if self.s.mode == "C" else None,
             "image_passes": self.passes, "unet_calls": self.unet_calls, "cache_hits": self.hits,
-            "early_exit": self.early_exit,
+            "early_exit": self.early_exit, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
     # ------------------------------------------------------------------ internals
@@ -246,6 +262,26 @@ class DiffSimExtractor:
         eps = torch.stack([seeded_normal(tuple(mu.shape[1:]), derive_seed(self.s.seed, h, "vae")) for h in hashes])
         return mu + std * eps
 
+    def _latents(self, hashes: list[str], images: list[torch.Tensor]) -> torch.Tensor:
+        """VAE latents of the images, from the latent cache where possible (they depend on the VAE, the image,
+        resolution, resize, posterior sample or mean, and the seed of the sample)."""
+        s = self.s
+        keys = [(id(self.vae), h, s.resolution, s.resize, s.posterior_sample, s.seed if s.posterior_sample else None)
+                for h in hashes]
+        got = [self.latent_cache.get(k, (self.vae,)) if self.latent_cache is not None else None for k in keys]
+        todo = [i for i, g in enumerate(got) if g is None]
+        if todo:
+            t0 = time.perf_counter()
+            pixels = torch.stack([prepare(images[i], s.resolution, s.resize) for i in todo])
+            fresh = self._encode(pixels, [hashes[i] for i in todo])
+            self.seconds["vae"] += time.perf_counter() - t0
+            for j, i in enumerate(todo):
+                got[i] = (fresh[j], self.latent_used)
+                if self.latent_cache is not None:
+                    self.latent_cache.put(keys[i], got[i], fresh[j].element_size() * fresh[j].nelement(), (self.vae,))
+        self.latent_used = got[-1][1]
+        return torch.stack([g[0] for g in got])
+
     def _noise(self, shape: tuple[int, ...], hashes: list[str]) -> torch.Tensor:
         if self.s.shared_noise:
             return seeded_normal(shape[1:], self.s.seed).unsqueeze(0).expand(shape[0], *shape[1:]).contiguous()
@@ -259,14 +295,15 @@ class DiffSimExtractor:
         return torch.cat(toks)
 
     def _compute(self, hashes: list[str], images: list[torch.Tensor]) -> list[AttentionFeatures]:
-        pixels = torch.stack([prepare(im, self.s.resolution, self.s.resize) for im in images])
-        latent = self._encode(pixels, hashes)
+        latent = self._latents(hashes, images)
         noise = self._noise(tuple(latent.shape), hashes)
         if self.s.mode == "C":
             self.store.ip_cond = self._ip_tokens(images)
         self.store.reset()
+        t0 = time.perf_counter()
         run_probe(self.patched, self.positive, self.negative, latent, noise, self.sigma, self.run_positive,
                   self.run_negative, seed=self.s.seed)
+        self.seconds["unet"] += time.perf_counter() - t0
         self.passes += len(images)
         self.unet_calls += self.store.calls
         missing = [h for h in self.halves if h not in self.store.captured]

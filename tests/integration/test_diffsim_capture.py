@@ -282,3 +282,32 @@ def test_sdxl_shaped_model(comfy, parts):
     with torch.inference_mode():
         s = score_pairs(ex, [D.images(1, seed=61)[0]], [D.images(1, seed=62)[0]])[0]
     assert math.isfinite(s) and -1 <= s <= 1
+
+
+def test_latents_and_prompts_are_reused_across_settings(comfy, parts, monkeypatch):
+    """Changing t, block or prompt recomputes the U-Net pass but not the VAE encode (cached latents)."""
+    from diffusion_sentinel.nodes.diffsim import pipeline
+
+    vae = D.kl_vae(seed=3)
+    calls = {"vae": 0}
+    real = vae.encode
+
+    def counting(x):
+        calls["vae"] += 1
+        return real(x)
+
+    monkeypatch.setattr(vae, "encode", counting)
+    img = D.images(1, seed=71)
+    cache = FeatureCache()
+    a = make(parts, vae=vae, cache=cache)
+    fa = feats(a, img)
+    b = make(parts, vae=vae, cache=cache, t=600, block="U_1")
+    feats(b, img)
+    assert calls["vae"] == 1 and b.passes == 1  # new features, same latent
+    assert b.details()["latent"] == "posterior sample"
+    c = make(parts, vae=vae, cache=cache, posterior_sample=False)
+    feats(c, img)
+    assert calls["vae"] == 2  # the mean is another latent
+    uncached = make(parts, vae=vae)  # cache off: everything recomputed, same features
+    assert torch.equal(feats(uncached, img)[0].q, fa[0].q) and calls["vae"] == 3
+    assert len(pipeline.TEXT_CACHE) >= 2
