@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.diffsim.pipeline import Settings, _fingerprint, model_identity, pair_up
 
 
