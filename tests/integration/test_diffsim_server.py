@@ -80,8 +80,9 @@ def server(comfy, tmp_path_factory):
 
 def test_loader_lists_the_ipadapter_folder(server):
     info = server.get("/object_info/SentinelDiffSimIPAdapterLoader", timeout=60)["SentinelDiffSimIPAdapterLoader"]
-    options = info["input"]["required"]["ipadapter_file"][0]
-    assert IPADAPTER in options
+    spec = info["input"]["required"]["ipadapter_file"]
+    options = spec[1].get("options", []) if spec[0] == "COMBO" else spec[0]  # V3 combos: ["COMBO", {"options"}]
+    assert IPADAPTER in options, spec
 
 
 def test_diffsim_c_example_workflow_runs(server):
