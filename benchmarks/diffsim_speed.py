@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=4, help="N for the one-reference-vs-N case")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--block", default="U_0")
+    ap.add_argument("--pairs-only", action="store_true", help="only the single-pair case (e.g. at 512 px)")
     a = ap.parse_args()
 
     comfy_path = os.environ.get("COMFYUI_PATH")
@@ -98,77 +99,76 @@ def main() -> None:
     ref = _images(1, a.resolution, 0)[0]
     cands = _images(n, a.resolution, 1)
 
-    unet = {}  # label -> U-Net seconds of the last repetition
-
-    def baseline(pairs, label):
+    def baseline(pairs):
         """The released code's cost: per pair, both images, full forward each, nothing reused."""
-        out, sec = [], 0.0
+        out, st = [], {"unet": 0.0, "vae": 0.0, "passes": 0}
         for x, y in pairs:
             ex = DiffSimExtractor(model, vae, clip, s, cache=None, batch_size=1, early_exit=False)
             out += score_pairs(ex, [x], [y])
-            sec += ex.seconds["unet"]
-        unet[label] = sec
-        return out
+            st["unet"] += ex.seconds["unet"]
+            st["vae"] += ex.seconds["vae"]
+            st["passes"] += ex.passes
+        return out, st
 
-    def ours(pairs, cache=None, early_exit=True, label=None):
-        """Ours with a fresh feature cache (and fresh prompt/latent caches: nothing carried between runs)."""
+    def ours(pairs, cache=None, early_exit=True):
+        """Ours, starting cold: fresh feature cache, no cached prompts or latents (unless ``cache`` is given)."""
         pipeline.TEXT_CACHE.clear()
         pipeline.LATENT_CACHE.clear()
-        ex = DiffSimExtractor(model, vae, clip, s, cache=cache if cache is not None else FeatureCache(),
+        ex = DiffSimExtractor(model, vae, clip, s, cache=_copy(cache) if cache is not None else FeatureCache(),
                               batch_size=max(2, n + 1), early_exit=early_exit)
         out = score_pairs(ex, [p[0] for p in pairs], [p[1] for p in pairs])
-        if label:
-            unet[label] = ex.seconds["unet"]
-        return out, ex
+        return out, {"unet": ex.seconds["unet"], "vae": ex.seconds["vae"], "passes": ex.passes}
 
     def timed(fn):
-        times, result = [], None
+        runs = []
         for _ in range(a.reps):
             t = time.perf_counter()
-            result = fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times), times, result
+            scores, st = fn()
+            runs.append((time.perf_counter() - t, st))
+        med = {k: statistics.median(r[1][k] for r in runs) for k in ("unet", "vae")}
+        return {"total": statistics.median(r[0] for r in runs), "all": [r[0] for r in runs], **med,
+                "passes": runs[-1][1]["passes"], "scores": scores}
 
+    res = {}
     with torch.inference_mode():
         ours([(ref, cands[0])])  # warm-up (model load, kernels)
         one = [(ref, cands[0])]
         many = [(ref, c) for c in cands]
-        tb1, tb1s, sb1 = timed(lambda: baseline(one, "b1"))
-        to1, to1s, (so1, _) = timed(lambda: ours(one, label="o1"))
-        te1, te1s, _ = timed(lambda: ours(one, early_exit=False, label="e1"))
-        tbn, tbns, sbn = timed(lambda: baseline(many, "bn"))
-        ton, tons, (son, exn) = timed(lambda: ours(many, label="on"))
-        warm = FeatureCache()
-        ours([(ref, ref)], cache=warm)
-        fresh = _images(n, a.resolution, 2)
+        res["b1"] = timed(lambda: baseline(one))
+        res["o1"] = timed(lambda: ours(one))
+        res["e1"] = timed(lambda: ours(one, early_exit=False))
+        if not a.pairs_only:
+            res["bn"] = timed(lambda: baseline(many))
+            res["on"] = timed(lambda: ours(many))
+            warm = FeatureCache()  # holds the reference's features only; each repetition starts from a copy
+            DiffSimExtractor(model, vae, clip, s, cache=warm).features([ref])
+            fresh = _images(n, a.resolution, 2)
+            res["wn"] = timed(lambda: ours([(ref, c) for c in fresh], cache=warm))
 
-        def warm_run():
-            pipeline.TEXT_CACHE.clear()
-            pipeline.LATENT_CACHE.clear()
-            ex = DiffSimExtractor(model, vae, clip, s, cache=_copy(warm), batch_size=max(2, n + 1))
-            return score_pairs(ex, [ref] * n, fresh), ex
+    labels = {"b1": "per pair: full forward (baseline)", "o1": "per pair: ours (early exit, 1 batched call)",
+              "e1": "per pair: ours without early exit", "bn": f"1 ref vs {n}: full forward (baseline)",
+              "on": f"1 ref vs {n}: ours", "wn": f"1 ref vs {n}: ours, reference cached"}
+    print(f"  {'case':<46s} {'passes':>6s} {'total s':>8s} {'U-Net s':>8s} {'VAE s':>7s}   (total per repetition)")
+    for k, r in res.items():
+        print(f"  {labels[k]:<46s} {r['passes']:>6d} {r['total']:>8.2f} {r['unet']:>8.2f} {r['vae']:>7.2f}   "
+              f"({', '.join(f'{t:.2f}' for t in r['all'])})")
 
-        tw, tws, (_, exw) = timed(warm_run)
+    def ratio(x, y, what="total"):
+        return res[x][what] / res[y][what]
 
-    diff = max(abs(x - y) for x, y in zip(sb1 + sbn, so1 + son))
-    rows = [
-        ("per pair: full forward, 2 passes (baseline)", tb1, tb1s),
-        ("per pair: ours (early exit, 1 batched call)", to1, to1s),
-        ("per pair: ours without early exit (batching only)", te1, te1s),
-        (f"1 ref vs {n}: full forward, {2 * n} passes (baseline)", tbn, tbns),
-        (f"1 ref vs {n}: ours, {exn.passes} early-exit passes", ton, tons),
-        (f"1 ref vs {n}: ours, reference cached, {exw.passes} passes", tw, tws),
-    ]
-    for label, med, ts in rows:
-        print(f"  {label:<58s} {med:8.2f} s   ({', '.join(f'{t:.2f}' for t in ts)})")
-    print(f"ratio per pair (ours / full forward):               {to1 / tb1:.3f}  (target <= 0.5)")
-    print(f"  U-Net time only (last repetition):                {unet['o1'] / unet['b1']:.3f}")
-    print(f"ratio per pair, early exit alone (ours / no exit):  {to1 / te1:.3f}  "
-          f"(U-Net time only {unet['o1'] / unet['e1']:.3f})")
-    print(f"ratio 1 ref vs {n} (ours / full forward):             {ton / tbn:.3f}  "
-          f"(U-Net time only {unet['on'] / unet['bn']:.3f})")
-    print(f"ratio 1 ref vs {n}, reference cached:                 {tw / tbn:.3f}")
-    print(f"same score: max |ours - baseline| = {diff:.2e} over {len(so1) + len(son)} pairs")
+    print(f"ratio per pair, ours / full forward:      {ratio('o1', 'b1'):.3f} end to end, "
+          f"{ratio('o1', 'b1', 'unet'):.3f} U-Net time   (target <= 0.5)")
+    print(f"ratio per pair, early exit alone:         {ratio('o1', 'e1'):.3f} end to end, "
+          f"{ratio('o1', 'e1', 'unet'):.3f} U-Net time")
+    if not a.pairs_only:
+        print(f"ratio 1 ref vs {n}, ours / full forward:    {ratio('on', 'bn'):.3f} end to end, "
+              f"{ratio('on', 'bn', 'unet'):.3f} U-Net time")
+        print(f"ratio 1 ref vs {n}, reference cached:       {ratio('wn', 'bn'):.3f} end to end, "
+              f"{ratio('wn', 'bn', 'unet'):.3f} U-Net time")
+    ours_scores = res["o1"]["scores"] + (res["on"]["scores"] if "on" in res else [])
+    base_scores = res["b1"]["scores"] + (res["bn"]["scores"] if "bn" in res else [])
+    diff = max(abs(x - y) for x, y in zip(ours_scores, base_scores))
+    print(f"same score: max |ours - baseline| = {diff:.2e} over {len(ours_scores)} pairs")
 
 
 def _copy(cache):
