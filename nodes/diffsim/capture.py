@@ -52,12 +52,15 @@ def unet_layout(model, block: str = "U_0") -> UNetLayout:
             f"blocks of SD1.5/SDXL); this model is a {type(dm).__name__} ({fam}), which has no such blocks. "
             "Use an SD1.x, SD2.x or SDXL checkpoint.")
 
-    def scan(name: str, blocks, start_level: int, step: int) -> tuple[list[AttnSite], list[int]]:
+    def resamples(layers, kind) -> bool:  # a Downsample/Upsample layer, or a ResBlock with resblock_updown
+        return any(isinstance(m, kind) or isinstance(getattr(m, "h_upd", None), kind) for m in layers)
+
+    def scan(name: str, blocks, start_level: int) -> tuple[list[AttnSite], list[int]]:
         sites, levels, level = [], [], start_level
         for number, module in enumerate(blocks):
             layers = list(module) if isinstance(module, torch.nn.Sequential) else [module]
-            if step < 0 and any(isinstance(m, Downsample) or getattr(m, "down", False) for m in layers):
-                level += 1  # a down block's output (the next blocks) is one level deeper
+            if name == "input" and resamples(layers, Downsample):
+                level += 1  # a down block works at (and hands on) the next, deeper level
             levels.append(level)
             for layer in layers:
                 if isinstance(layer, SpatialTransformer):
@@ -65,11 +68,11 @@ def unet_layout(model, block: str = "U_0") -> UNetLayout:
                         sites.append(AttnSite(name, number, idx, level, int(tb.n_heads), int(tb.d_head),
                                               self_attn=not getattr(tb, "disable_self_attn", False),
                                               cross_attn=getattr(tb, "attn2", None) is not None))
-            if step > 0 and any(isinstance(m, Upsample) or getattr(m, "up", False) for m in layers):
+            if name == "output" and resamples(layers, Upsample):
                 level -= 1  # the block that upsamples ends its level
         return sites, levels
 
-    in_sites, in_levels = scan("input", dm.input_blocks, 0, -1)
+    in_sites, in_levels = scan("input", dm.input_blocks, 0)
     deepest = max(in_levels) if in_levels else 0
     mid_sites = []
     if getattr(dm, "middle_block", None) is not None:
@@ -79,7 +82,7 @@ def unet_layout(model, block: str = "U_0") -> UNetLayout:
                     mid_sites.append(AttnSite("middle", 0, idx, deepest, int(tb.n_heads), int(tb.d_head),
                                               self_attn=not getattr(tb, "disable_self_attn", False),
                                               cross_attn=getattr(tb, "attn2", None) is not None))
-    out_sites, out_levels = scan("output", dm.output_blocks, deepest, +1)
+    out_sites, out_levels = scan("output", dm.output_blocks, deepest)
     return UNetLayout(in_sites + mid_sites + out_sites, in_levels, out_levels, model_name=f"{fam} U-Net")
 
 
