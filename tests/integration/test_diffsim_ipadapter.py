@@ -102,3 +102,21 @@ def test_mismatches_are_explained(kit):
     with pytest.raises(ValueError, match="needs an IP-Adapter Plus"):
         Settings(mode="C", resolution=RES) and DiffSimExtractor(kit["model"], kit["vae"], kit["clip"],
                                                                 Settings(mode="C", resolution=RES), cache=None)
+
+
+def test_sdxl_shaped_model_with_an_sdxl_layout_file(kit):
+    """SDXL layout: depth-2/3 transformers, k = 2i + 1 over every transformer block (down, up, mid)."""
+    m = D.unet_model("sdxl", **D.SDXL_SHAPED)
+    sites = unet_layout(m).cross_attention_sites()
+    assert len(sites) == 4 + 6 + 9 + 6 + 3  # input 4,5 (x2), input 7,8 (x3), output 0-2 (x3), 3-5 (x2), mid (x3)
+    ip = IPAdapterPlus.load(D.tiny_ip_adapter_file(kit["tmp"] / "ip-adapter-plus_sdxl_tiny.safetensors", m,
+                                                   embedding_dim=32))
+    s = Settings(mode="C", resolution=128)
+    with torch.inference_mode():
+        ex = DiffSimExtractor(m, kit["vae"], D.FakeSDXLClip(), s, ip_adapter=ip, clip_vision=kit["cv"], cache=None)
+        f = ex.features(list(D.images(2, seed=7)))
+        score = score_pairs(ex, [D.images(1, seed=7)[0]], [D.images(1, seed=8)[0]])[0]
+    assert ex.site.key == ("output", 2, 2) and f[0].q.shape == (1, 1, 16, 64) and f[0].k.shape == (1, 1, 4, 64)
+    assert -1 <= score <= 1
+    with pytest.raises(IPAdapterError, match="does not fit"):
+        make(kit, model=m)  # the SD1.5-layout tiny file on the SDXL-shaped U-Net
