@@ -12,7 +12,7 @@ Both sides run the same pipeline code, so they compute the same score (checked, 
   batched into one U-Net call, and per-image features are cached: N + 1 early-exit passes for one reference
   against N candidates, N once the reference is cached.
 
-Every figure is the median of --reps repetitions, each with a fresh cache; the ratios are ours / baseline
+Every figure is the median of --reps repetitions run round-robin, each with a fresh cache; the ratios are ours / baseline
 (lower is faster). Without --checkpoint the script builds a full-size SD1.5 U-Net from its config with random
 weights (ComfyUI's classes), a tiny random VAE and a random CLIP text stand-in: slower to set up, same U-Net.
 """
@@ -119,31 +119,35 @@ def main() -> None:
         out = score_pairs(ex, [p[0] for p in pairs], [p[1] for p in pairs])
         return out, {"unet": ex.seconds["unet"], "vae": ex.seconds["vae"], "passes": ex.passes}
 
-    def timed(fn):
-        runs = []
+    def measure(cases: dict) -> dict:
+        """Run the cases round-robin (a slow spell on a shared machine then hits every case alike);
+        per case the median total time and the medians of its U-Net and VAE time."""
+        runs = {k: [] for k in cases}
         for _ in range(a.reps):
-            t = time.perf_counter()
-            scores, st = fn()
-            runs.append((time.perf_counter() - t, st))
-        med = {k: statistics.median(r[1][k] for r in runs) for k in ("unet", "vae")}
-        return {"total": statistics.median(r[0] for r in runs), "all": [r[0] for r in runs], **med,
-                "passes": runs[-1][1]["passes"], "scores": scores}
+            for k, fn in cases.items():
+                t = time.perf_counter()
+                scores, st = fn()
+                runs[k].append((time.perf_counter() - t, st, scores))
+        out = {}
+        for k, rs in runs.items():
+            out[k] = {"total": statistics.median(r[0] for r in rs), "all": [r[0] for r in rs],
+                      "unet": statistics.median(r[1]["unet"] for r in rs),
+                      "vae": statistics.median(r[1]["vae"] for r in rs),
+                      "passes": rs[-1][1]["passes"], "scores": rs[-1][2]}
+        return out
 
-    res = {}
     with torch.inference_mode():
         ours([(ref, cands[0])])  # warm-up (model load, kernels)
         one = [(ref, cands[0])]
         many = [(ref, c) for c in cands]
-        res["b1"] = timed(lambda: baseline(one))
-        res["o1"] = timed(lambda: ours(one))
-        res["e1"] = timed(lambda: ours(one, early_exit=False))
+        res = measure({"b1": lambda: baseline(one), "o1": lambda: ours(one),
+                       "e1": lambda: ours(one, early_exit=False)})
         if not a.pairs_only:
-            res["bn"] = timed(lambda: baseline(many))
-            res["on"] = timed(lambda: ours(many))
             warm = FeatureCache()  # holds the reference's features only; each repetition starts from a copy
             DiffSimExtractor(model, vae, clip, s, cache=warm).features([ref])
             fresh = _images(n, a.resolution, 2)
-            res["wn"] = timed(lambda: ours([(ref, c) for c in fresh], cache=warm))
+            res.update(measure({"bn": lambda: baseline(many), "on": lambda: ours(many),
+                                "wn": lambda: ours([(ref, c) for c in fresh], cache=warm)}))
 
     labels = {"b1": "per pair: full forward (baseline)", "o1": "per pair: ours (early exit, 1 batched call)",
               "e1": "per pair: ours without early exit", "bn": f"1 ref vs {n}: full forward (baseline)",
