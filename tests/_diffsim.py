@@ -1,0 +1,208 @@
+"""Builders for the DiffSim tests: tiny real models made with ComfyUI's own classes (random, seeded weights),
+a generated IP-Adapter Plus file with the real key layout, a tiny CLIP vision model and a tiny CLIP text model.
+
+Pure builders (``ip_adapter_state_dict``, ``save_ip_adapter``) need only torch/safetensors; the others need
+ComfyUI booted (tests/_comfy.boot_comfy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+# ----------------------------------------------------------------------------- IP-Adapter Plus files (pure)
+SD15_PLUS = dict(dim=768, depth=4, heads=12, num_queries=16, embedding_dim=1280, output_dim=768)
+SDXL_PLUS = dict(dim=1280, depth=4, heads=20, num_queries=16, embedding_dim=1280, output_dim=2048)
+# Widths of SD1.5's 16 cross-attention layers in IP-Adapter order (down, up, mid): k = 1, 3, ..., 31
+SD15_LAYER_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
+
+
+def ip_adapter_state_dict(dim, depth, heads, num_queries, embedding_dim, output_dim, layer_widths, ff_mult=4,
+                          seed=0, dtype=torch.float16, device="cpu", dim_head=64) -> dict[str, torch.Tensor]:
+    """A random IP-Adapter Plus state dict with the released key names ('image_proj.*', 'ip_adapter.<k>.*')."""
+    g = torch.Generator().manual_seed(seed)
+    meta = str(device) == "meta"
+
+    def rnd(*shape, std=0.02):
+        if meta:
+            return torch.empty(shape, device="meta", dtype=dtype)
+        return (torch.randn(shape, generator=g) * std).to(dtype)
+
+    def ones(n):
+        return torch.empty(n, device="meta", dtype=dtype) if meta else (1 + 0.1 * torch.randn(n, generator=g)).to(dtype)
+
+    inner = heads * dim_head
+    sd = {"image_proj.latents": rnd(1, num_queries, dim, std=dim ** -0.5),
+          "image_proj.proj_in.weight": rnd(dim, embedding_dim), "image_proj.proj_in.bias": rnd(dim),
+          "image_proj.proj_out.weight": rnd(output_dim, dim), "image_proj.proj_out.bias": rnd(output_dim),
+          "image_proj.norm_out.weight": ones(output_dim), "image_proj.norm_out.bias": rnd(output_dim)}
+    for i in range(depth):
+        p = f"image_proj.layers.{i}."
+        sd.update({p + "0.norm1.weight": ones(dim), p + "0.norm1.bias": rnd(dim),
+                   p + "0.norm2.weight": ones(dim), p + "0.norm2.bias": rnd(dim),
+                   p + "0.to_q.weight": rnd(inner, dim), p + "0.to_kv.weight": rnd(2 * inner, dim),
+                   p + "0.to_out.weight": rnd(dim, inner),
+                   p + "1.0.weight": ones(dim), p + "1.0.bias": rnd(dim),
+                   p + "1.1.weight": rnd(dim * ff_mult, dim), p + "1.3.weight": rnd(dim, dim * ff_mult)})
+    for i, w in enumerate(layer_widths):
+        k = 2 * i + 1
+        sd[f"ip_adapter.{k}.to_k_ip.weight"] = rnd(w, output_dim, std=0.05)
+        sd[f"ip_adapter.{k}.to_v_ip.weight"] = rnd(w, output_dim, std=0.05)
+    return sd
+
+
+def save_ip_adapter(path: str | os.PathLike, sd: dict[str, torch.Tensor]) -> str:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- ComfyUI models
+TINY_CONTEXT = 64  # text width of the tiny CLIP; the tiny U-Nets' cross-attention takes it
+
+
+def _unet_cfg(**over):
+    base = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, model_channels=32,
+                num_res_blocks=[1, 1], channel_mult=[1, 2], transformer_depth=[1, 1],
+                transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1, context_dim=TINY_CONTEXT,
+                use_linear_in_transformer=False, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+                use_temporal_attention=False, use_temporal_resblock=False, dtype=torch.float32)
+    base.update(over)
+    return base
+
+
+# SD1.5's block structure (12 input / 12 output blocks, attention on the 3 upper levels, depth 1), tiny widths
+SD15_SHAPED = dict(num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                   transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0])
+# SDXL's block structure (9 input / 9 output blocks, no attention on the top level, depths 2 and 10 -> 2 and 3)
+SDXL_SHAPED = dict(num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 2], transformer_depth=[0, 0, 2, 2, 3, 3],
+                   transformer_depth_output=[0, 0, 0, 2, 2, 2, 3, 3, 3], transformer_depth_middle=3,
+                   use_linear_in_transformer=True, adm_in_channels=2816, num_classes="sequential")
+# The real configs (docs/comfyui-internals.md §3.3), to instantiate on the meta device
+SD15_FULL = dict(model_channels=320, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                 transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                 transformer_depth_middle=1, context_dim=768, num_heads=8)
+SDXL_FULL = dict(model_channels=320, num_res_blocks=[2, 2, 2], channel_mult=[1, 2, 4],
+                 transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10],
+                 transformer_depth_middle=10, context_dim=2048, use_linear_in_transformer=True,
+                 adm_in_channels=2816, num_classes="sequential", num_head_channels=64)
+
+
+def unet_model(kind: str = "sd15", seed: int = 0, device: str = "cpu", **over):
+    """A real ComfyUI ModelPatcher: ``sd15`` (SD15 class) or ``sdxl`` (SDXL class), with ``over`` config keys.
+    Weights are random and seeded (ComfyUI leaves them empty); ``device='meta'`` builds shapes only."""
+    import _comfy
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = _unet_cfg(**over)
+    if kind == "sdxl":
+        mc = comfy.supported_models.SDXL(cfg)
+        model = comfy.model_base.SDXL(mc, device=torch.device(device))
+    else:
+        mc = comfy.supported_models.SD15(cfg)
+        model = comfy.model_base.BaseModel(mc, device=torch.device(device))
+    if device != "meta":
+        _comfy.random_init_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def kl_vae(seed: int = 0):
+    """A small KL VAE (AutoencoderKL with a Gaussian posterior, 8x downscale) with ComfyUI's classes."""
+    import _comfy
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    params = {"ddconfig": {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3,
+                           "ch": 32, "ch_mult": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [],
+                           "dropout": 0.0}, "embed_dim": 4}
+    ae = _comfy.random_init_(AutoencoderKL(**params), seed)
+    return comfy.sd.VAE(sd=ae.state_dict(), config={"params": params})
+
+
+def taesd_vae(seed: int = 0):
+    """TAESD with random weights (deterministic encoder: no posterior to sample)."""
+    import _comfy
+    import comfy.sd
+    import comfy.taesd.taesd
+
+    ae = _comfy.random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
+    return comfy.sd.VAE(sd=ae.state_dict())
+
+
+def tiny_clip(seed: int = 0, width: int = TINY_CONTEXT):
+    """A real SD1 CLIP text encoder (ComfyUI's tokenizer and CLIPTextModel) with 2 layers of width ``width``."""
+    import _comfy
+    import comfy.sd
+    import comfy.supported_models
+
+    target = comfy.supported_models.SD15(_unet_cfg()).clip_target()
+    over = {"hidden_size": width, "intermediate_size": 2 * width, "num_attention_heads": 2, "num_hidden_layers": 2,
+            "projection_dim": width}
+    clip = comfy.sd.CLIP(target=target, model_options={"clip_l_model_config": over})
+    _comfy.random_init_(clip.cond_stage_model, seed)
+    return clip
+
+
+class FakeSDXLClip:
+    """tokenize/encode_from_tokens_scheduled like comfy.sd.CLIP, deterministic per text, with SDXL's pooled output."""
+
+    def __init__(self, width: int = TINY_CONTEXT, pooled: int = 1280):
+        self.width, self.pooled = width, pooled
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens_scheduled(self, text):
+        g = torch.Generator().manual_seed(int(hashlib.sha1(text.encode()).hexdigest()[:8], 16))
+        cond = torch.randn(1, 77, self.width, generator=g)
+        return [[cond, {"pooled_output": torch.randn(1, self.pooled, generator=g)}]]
+
+
+def clip_vision(tmp_dir: str | os.PathLike, hidden: int = 32, layers: int = 3, image_size: int = 32, patch: int = 8,
+                seed: int = 0):
+    """comfy.clip_vision.ClipVisionModel built from a small config written to ``tmp_dir``; random weights."""
+    import _comfy
+    import comfy.clip_vision
+
+    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": hidden,
+           "image_size": image_size, "initializer_factor": 1.0, "initializer_range": 0.02,
+           "intermediate_size": 2 * hidden, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model",
+           "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": layers, "patch_size": patch,
+           "projection_dim": 16}
+    path = Path(tmp_dir) / "tiny_clip_vision.json"
+    path.write_text(json.dumps(cfg))
+    cv = comfy.clip_vision.ClipVisionModel(str(path))
+    _comfy.random_init_(cv.model, seed)
+    return cv
+
+
+def cross_widths(model) -> list[int]:
+    """Widths of a ComfyUI U-Net's cross-attention layers in IP-Adapter order."""
+    from diffusion_sentinel.nodes.diffsim.capture import unet_layout
+
+    return [s.width for s in unet_layout(model).cross_attention_sites()]
+
+
+def tiny_ip_adapter_file(path, model, embedding_dim: int = 32, seed: int = 0, context: int = TINY_CONTEXT):
+    """An IP-Adapter Plus file (real key layout) sized for a tiny U-Net and the tiny CLIP vision."""
+    sd = ip_adapter_state_dict(dim=context, depth=2, heads=max(1, context // 64), num_queries=4,
+                               embedding_dim=embedding_dim, output_dim=context, layer_widths=cross_widths(model),
+                               seed=seed, dtype=torch.float32)
+    return save_ip_adapter(path, sd)
+
+
+def images(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """n smooth random RGB images [n, size, size, 3] in 0..1 (ComfyUI IMAGE)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    img = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    img = (img + 0.05 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+    return img.movedim(1, -1).contiguous()

@@ -1,0 +1,131 @@
+"""The DiffSim nodes run as ComfyUI runs them (V3 execute in inference mode) on tiny real models."""
+
+from __future__ import annotations
+
+import json
+
+import _diffsim as D
+import pytest
+import torch
+from _comfy import run_v3
+
+RES = 64
+SETTINGS = dict(mode="DiffSim-S (self-attention)", block="U_0", timestep="style (t=900)", t=900,
+                prompt="High quality image", text="prompt + empty uncond (paper)", seed=2334, resolution=RES,
+                resize="square (paper)")
+
+
+@pytest.fixture(scope="module")
+def nodes(comfy):
+    from diffusion_sentinel.nodes.diffsim import comfy_nodes
+
+    return comfy_nodes
+
+
+@pytest.fixture(scope="module")
+def kit(comfy):
+    return dict(model=D.unet_model(seed=0), vae=D.kl_vae(seed=0), clip=D.tiny_clip(seed=0))
+
+
+def test_schemas_have_tooltips_and_categories(nodes):
+    for cls in nodes.NODES:
+        s = cls.GET_SCHEMA()
+        assert s.node_id.startswith("Sentinel") and s.category == "Sentinel/diffsim" and s.description
+        assert all(i.tooltip for i in s.inputs), s.node_id
+        assert all(o.tooltip and o.display_name for o in s.outputs), s.node_id
+
+
+def test_diffsim_one_against_many_and_item_by_item(nodes, kit):
+    ref, cands = D.images(1, seed=1), D.images(3, seed=2)
+    out = run_v3(nodes.DiffSim, image_a=ref, image_b=cands, use_cache=False, **kit, **SETTINGS)
+    scores, mean, details = out.args
+    assert len(scores) == 3 and mean == pytest.approx(sum(scores) / 3)
+    det = json.loads(details)
+    assert det["pairs"] == [[0, 0], [0, 1], [0, 2]] and det["image_passes"] == 4 and det["comfy_block"] == ["output", 1, 0]
+    assert det["noise_timestep"] == 101 and det["sigma"] == pytest.approx(0.3462, abs=1e-4)
+    assert "a[0] vs b[2]" in out.ui["text"][0]
+    # item by item, and the reverse direction gives the same scores (symmetry)
+    rev = run_v3(nodes.DiffSim, image_a=cands, image_b=ref.expand(3, -1, -1, -1), use_cache=False, **kit, **SETTINGS)
+    assert rev.args[0] == pytest.approx(scores, abs=1e-5)
+    with pytest.raises(ValueError, match="3 images and image_b has 2"):
+        run_v3(nodes.DiffSim, image_a=cands, image_b=cands[:2], **kit, **SETTINGS)
+
+
+def test_diffsim_uses_the_cache_between_runs(nodes, kit):
+    ref, cands = D.images(1, seed=3), D.images(2, seed=4)
+    first = json.loads(run_v3(nodes.DiffSim, image_a=ref, image_b=cands, **kit, **SETTINGS).args[2])
+    second = json.loads(run_v3(nodes.DiffSim, image_a=ref, image_b=cands, **kit, **SETTINGS).args[2])
+    assert first["image_passes"] == 3 and second["image_passes"] == 0 and second["cache_hits"] == 3
+    assert second["similarity"] == first["similarity"]
+
+
+def test_matrix(nodes, kit):
+    imgs = D.images(4, seed=5)
+    out = run_v3(nodes.DiffSimMatrix, images=imgs, use_cache=False, **kit, **SETTINGS)
+    text, mean, per_image, heat = out.args
+    m = torch.tensor(json.loads(text))
+    assert m.shape == (4, 4) and torch.allclose(m, m.T) and torch.all(m.diagonal() == 1)
+    off = m[~torch.eye(4, dtype=torch.bool)]
+    assert mean == pytest.approx(float(off.mean()), abs=1e-6)
+    assert per_image == pytest.approx([float(m[i][torch.arange(4) != i].mean()) for i in range(4)], abs=1e-6)
+    assert heat.dim() == 4 and heat.shape[0] == 1 and heat.shape[-1] == 3
+    assert out.ui["sentinel_matrix"][0]["matrix"][0][0] == 1.0 and "mean (off-diagonal)" in out.ui["text"][0]
+    pair = run_v3(nodes.DiffSim, image_a=imgs[1:2], image_b=imgs[3:4], use_cache=False, **kit, **SETTINGS)
+    assert pair.args[0][0] == pytest.approx(float(m[1, 3]), abs=1e-5)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        run_v3(nodes.DiffSimMatrix, images=imgs[:1], **kit, **SETTINGS)
+
+
+def test_style_gate(nodes, kit):
+    ref, cands = D.images(1, seed=6), D.images(4, seed=7)
+    cands[2] = ref[0]  # an exact copy of the reference must pass and be the best
+    out = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=cands, threshold=0.999, use_cache=False,
+                 **kit, **SETTINGS)
+    passed, scores, images, best, best_image, count = out.args
+    assert passed == [False, False, True, False] and count == 1 and best == 2
+    assert scores[2] == pytest.approx(1.0, abs=1e-9) and max(scores[:2] + scores[3:]) < 0.999
+    assert torch.equal(images, cands[2:3]) and torch.equal(best_image, cands[2:3])
+    lo = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=cands, threshold=-1.0, **kit, **SETTINGS)
+    assert lo.args[0] == [True] * 4 and torch.equal(lo.args[2], cands)
+    hi_cands = cands[[0, 1, 3]]
+    none = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=hi_cands, threshold=1.0, **kit, **SETTINGS)
+    assert none.args[5] == 0 and none.args[2].shape[0] == 1  # keep the best
+    empty = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=hi_cands, threshold=1.0,
+                   if_none_pass="empty batch", **kit, **SETTINGS)
+    assert empty.args[2].shape == (0, *hi_cands.shape[1:])
+    # two references: the mean of the two scores
+    two = run_v3(nodes.StyleSimilarityGate, reference=torch.cat([ref, cands[:1]]), candidates=cands, threshold=0.0,
+                 **kit, **SETTINGS)
+    one_b = run_v3(nodes.StyleSimilarityGate, reference=cands[:1], candidates=cands, threshold=0.0, **kit, **SETTINGS)
+    assert two.args[1] == pytest.approx([(a + b) / 2 for a, b in zip(scores, one_b.args[1])], abs=1e-9)
+
+
+def test_custom_block_timestep_and_options_reach_the_pipeline(nodes, kit):
+    a, b = D.images(2, seed=8)
+    kw = dict(SETTINGS, block="custom", custom_block="input 3", timestep="custom (use t)", t=400,
+              noise="shared", latent="posterior mean", t_convention="leading (1000 - t)", use_cache=False)
+    det = json.loads(run_v3(nodes.DiffSim, image_a=a[None], image_b=b[None], **kit, **kw).args[2])
+    assert det["comfy_block"] == ["input", 3, 0] and det["t_paper"] == 400 and det["noise_timestep"] == 600
+    assert det["noise"] == "shared" and det["latent"] == "posterior mean"
+    with pytest.raises(ValueError, match="block U_2"):
+        run_v3(nodes.DiffSim, image_a=a[None], image_b=b[None], **kit, **dict(SETTINGS, block="U_2"))
+
+
+def test_diffsim_c_through_the_nodes(nodes, kit, tmp_path):
+    import folder_paths
+
+    cv = D.clip_vision(tmp_path, hidden=32)
+    D.tiny_ip_adapter_file(tmp_path / "ip-adapter-plus_tiny.safetensors", kit["model"], embedding_dim=32)
+    folder_paths.add_model_folder_path("ipadapter", str(tmp_path))
+    assert "ip-adapter-plus_tiny.safetensors" in folder_paths.get_filename_list("ipadapter")
+    assert nodes.LoadIPAdapterPlus.validate_inputs("ip-adapter-plus_tiny.safetensors") is True
+    assert "not found" in nodes.LoadIPAdapterPlus.validate_inputs("nope.safetensors")
+    (ip,) = run_v3(nodes.LoadIPAdapterPlus, ipadapter_file="ip-adapter-plus_tiny.safetensors").args
+    a, b = D.images(2, seed=9)
+    kw = dict(SETTINGS, mode="DiffSim-C (IP-Adapter cross-attention)", use_cache=False)
+    out = run_v3(nodes.DiffSim, image_a=a[None], image_b=b[None], ip_adapter=ip, clip_vision=cv, **kit, **kw)
+    det = json.loads(out.args[2])
+    assert det["mode"] == "DiffSim-C" and det["halves"] == ["cond"] and det["ip_weight"] == 0.5
+    assert -1 <= out.args[0][0] <= 1
+    with pytest.raises(ValueError, match="needs an IP-Adapter Plus"):
+        run_v3(nodes.DiffSim, image_a=a[None], image_b=b[None], **kit, **kw)
