@@ -137,3 +137,78 @@ def run_v3(node_cls, **kwargs):
         c = node_cls.PREPARE_CLASS_CLONE({})
         out = c.EXECUTE_NORMALIZED(**kwargs)
     return out
+
+
+TINY_CLIP_VISION = {
+    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": 32, "image_size": 224,
+    "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model", "num_attention_heads": 2,
+    "num_channels": 3, "num_hidden_layers": 2, "patch_size": 14, "projection_dim": 16,
+}
+
+
+def init_clip_vision_(model, seed: int) -> None:
+    """torch's default init (seeded), then CLIP-like small position/class embeddings so images matter."""
+    import torch
+
+    random_init_(model, seed)
+    emb = getattr(getattr(model, "vision_model", None), "embeddings", None)
+    if emb is not None:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            w = emb.position_embedding.weight
+            w.copy_((0.02 * torch.randn(w.shape, generator=g)).to(w.dtype))
+            if emb.class_embedding is not None:
+                emb.class_embedding.copy_((0.02 * torch.randn(emb.class_embedding.shape, generator=g))
+                                          .to(emb.class_embedding.dtype))
+
+
+def tiny_clip_vision(tmp_dir, seed: int = 0, **overrides):
+    """A real ``comfy.clip_vision.ClipVisionModel`` from a small JSON config (CLIP layout, width 32, 2 layers,
+    224 px, 16-d projection by default; override any config key), seeded. ComfyUI's CLIPVisionLoader cannot load
+    such a small file (it detects only full-size layouts), so it is built in-process."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    import comfy.clip_vision
+
+    cfg = dict(TINY_CLIP_VISION, **overrides)
+    tag = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
+    path = Path(tmp_dir) / f"tiny_clip_vision_{seed}_{tag}.json"
+    path.write_text(json.dumps(cfg))
+    cv = comfy.clip_vision.ClipVisionModel(str(path))
+    init_clip_vision_(cv.model, seed)
+    return cv
+
+
+def write_random_vit_l(path, seed: int = 0) -> str:
+    """A random-weight CLIP ViT-L/14 vision model (fp16, HF key layout) that ComfyUI's CLIPVisionLoader detects.
+
+    The loader picks its config from key names and knows only full-size layouts (ViT-L/H/bigG, SigLIP, DINOv2),
+    so a loadable file must have ViT-L's full shapes: 304 M parameters, about 610 MB.
+    """
+    import json
+
+    import comfy.clip_model
+    import comfy.clip_vision
+    import comfy.ops
+    import torch
+    from safetensors.torch import save_file
+
+    cfg_path = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_vitl.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    meta = comfy.clip_model.CLIPVisionModelProjection(cfg, torch.float16, "meta", comfy.ops.manual_cast)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, p in meta.state_dict().items():
+        if "norm" in k and k.endswith("weight"):
+            sd[k] = torch.ones(p.shape, dtype=torch.float16)
+        elif k.endswith("bias"):
+            sd[k] = torch.zeros(p.shape, dtype=torch.float16)
+        else:
+            sd[k] = (torch.randn(p.shape, generator=g) * 0.02).to(torch.float16)
+    tmp = str(path) + ".partial"
+    save_file(sd, tmp, metadata={"sentinel_test": f"random CLIP ViT-L/14 vision, seed {seed}"})
+    os.replace(tmp, path)
+    return str(path)

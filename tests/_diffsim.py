@@ -8,9 +8,7 @@ ComfyUI booted (tests/_comfy.boot_comfy).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 
 import torch
 
@@ -127,16 +125,6 @@ def kl_vae(seed: int = 0):
     return comfy.sd.VAE(sd=ae.state_dict(), config={"params": params})
 
 
-def taesd_vae(seed: int = 0):
-    """TAESD with random weights (deterministic encoder: no posterior to sample)."""
-    import _comfy
-    import comfy.sd
-    import comfy.taesd.taesd
-
-    ae = _comfy.random_init_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
-    return comfy.sd.VAE(sd=ae.state_dict())
-
-
 def tiny_clip(seed: int = 0, width: int = TINY_CONTEXT):
     """A real SD1 CLIP text encoder (ComfyUI's tokenizer and CLIPTextModel) with 2 layers of width ``width``."""
     import _comfy
@@ -170,18 +158,10 @@ def clip_vision(tmp_dir: str | os.PathLike, hidden: int = 32, layers: int = 3, i
                 seed: int = 0):
     """comfy.clip_vision.ClipVisionModel built from a small config written to ``tmp_dir``; random weights."""
     import _comfy
-    import comfy.clip_vision
 
-    cfg = {"attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": hidden,
-           "image_size": image_size, "initializer_factor": 1.0, "initializer_range": 0.02,
-           "intermediate_size": 2 * hidden, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model",
-           "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": layers, "patch_size": patch,
-           "projection_dim": 16}
-    path = Path(tmp_dir) / "tiny_clip_vision.json"
-    path.write_text(json.dumps(cfg))
-    cv = comfy.clip_vision.ClipVisionModel(str(path))
-    _comfy.random_init_(cv.model, seed)
-    return cv
+    return _comfy.tiny_clip_vision(tmp_dir, seed, hidden_size=hidden, intermediate_size=2 * hidden,
+                                   num_hidden_layers=layers, image_size=image_size, patch_size=patch,
+                                   hidden_act="gelu")
 
 
 def cross_widths(model) -> list[int]:

@@ -9,61 +9,10 @@ fp16), because missing keys are left uninitialised (``load_state_dict(strict=Fal
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
-TINY_CLIP_VISION = {
-    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu", "hidden_size": 32, "image_size": 224,
-    "intermediate_size": 64, "layer_norm_eps": 1e-5, "model_type": "clip_vision_model", "num_attention_heads": 2,
-    "num_channels": 3, "num_hidden_layers": 2, "patch_size": 14, "projection_dim": 16,
-}
-
-
-def _init_clip_vision_(model, seed: int) -> None:
-    """torch's default init (seeded), then CLIP-like small position/class embeddings so images matter."""
-    import torch
-    from _comfy import random_init_
-
-    random_init_(model, seed)
-    emb = getattr(getattr(model, "vision_model", None), "embeddings", None)
-    if emb is not None:
-        g = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            w = emb.position_embedding.weight
-            w.copy_((0.02 * torch.randn(w.shape, generator=g)).to(w.dtype))
-            if emb.class_embedding is not None:
-                emb.class_embedding.copy_((0.02 * torch.randn(emb.class_embedding.shape, generator=g))
-                                          .to(emb.class_embedding.dtype))
-
-
-def tiny_clip_vision(tmp_dir: str | os.PathLike, seed: int = 0, **overrides):
-    """A real ``comfy.clip_vision.ClipVisionModel`` (CLIP layout, width 32, 2 layers, 16-d projection), seeded."""
-    import comfy.clip_vision
-
-    cfg = dict(TINY_CLIP_VISION, **overrides)
-    tag = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:8]
-    path = Path(tmp_dir) / f"tiny_clip_vision_{seed}_{tag}.json"
-    path.write_text(json.dumps(cfg))
-    cv = comfy.clip_vision.ClipVisionModel(str(path))
-    _init_clip_vision_(cv.model, seed)
-    return cv
-
-
-def write_random_vit_l(path: str | os.PathLike, seed: int = 0) -> str:
-    """Write a random-weight CLIP ViT-L/14 vision model (HF key layout, fp16) that CLIPVisionLoader detects."""
-    import comfy.clip_vision
-    import comfy.utils
-
-    cfg = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_vitl.json")
-    cv = comfy.clip_vision.ClipVisionModel(cfg)
-    _init_clip_vision_(cv.model, seed)
-    sd = {k: v.half().contiguous() for k, v in cv.model.state_dict().items()}
-    tmp = str(path) + ".partial"
-    comfy.utils.save_torch_file(sd, tmp, metadata={"sentinel_test": f"random CLIP ViT-L/14 vision, seed {seed}"})
-    os.replace(tmp, path)
-    return str(path)
+from _comfy import tiny_clip_vision  # noqa: F401  (re-exported for the diversity tests)
 
 
 def write_tiny_clip_vision_file(path: str | os.PathLike, seed: int = 0) -> str:

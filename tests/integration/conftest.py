@@ -52,8 +52,22 @@ def server(tmp_path_factory):
     yaml = base / "extra_model_paths.yaml"
     yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
     srv = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml)).start()
+    srv.models = base / "models"  # = ComfyUI's models_dir for this server: tests may add files at any time
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def vit_l_clip_vision(server, comfy):
+    """Name of a random ViT-L/14 CLIP vision file in the shared server's models/clip_vision (written once)."""
+    import _comfy
+
+    name = "vitl-random-test.safetensors"
+    folder = server.models / "clip_vision"
+    folder.mkdir(parents=True, exist_ok=True)
+    _comfy.write_random_vit_l(folder / name, seed=0)
+    yield name
+    (folder / name).unlink(missing_ok=True)  # 610 MB: do not leave it in pytest's kept temp folders
 
 
 @pytest.fixture(scope="session")

@@ -6,37 +6,29 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from _artifact import synthetic_series
-from _server import ComfyServer, find_checkpoint, load_api_workflow
+from _server import load_api_workflow
 
 TINY = "sd15-tiny-random.safetensors"
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 pytestmark = pytest.mark.server
+DATASET = "pytest_server_dataset"
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    ckpt = find_checkpoint(TINY)
-    if ckpt is None:
-        pytest.skip(f"{TINY} not found (build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny)")
-    base = tmp_path_factory.mktemp("comfy-artifact")
-    (base / "models" / "checkpoints").mkdir(parents=True)
-    os.symlink(ckpt, base / "models" / "checkpoints" / TINY)
+def srv(server):
+    """The shared server, with a small classifier for 6-value latent_cosine series in models/artifact_classifiers."""
     from diffusion_sentinel.classifiers import ArtifactModel, TrainedFor, make_model
 
     X, y = synthetic_series(60, length=6, seed=0)
-    (base / "models" / "artifact_classifiers").mkdir()
+    folder = server.models / "artifact_classifiers"
+    folder.mkdir(parents=True, exist_ok=True)
     ArtifactModel(make_model("default").fit(X, y), TrainedFor("latent_cosine", True, 6)).save(
-        base / "models" / "artifact_classifiers" / "synthetic_lc6.safetensors")
-    s = ComfyServer(os.environ["COMFYUI_PATH"], base).start()
-    yield s
-    s.stop()
-    shutil.rmtree(base / "custom_nodes", ignore_errors=True)
+        folder / "synthetic_lc6.safetensors")
+    return server
 
 
 def _run(srv, name, edit=None):
@@ -78,14 +70,15 @@ def test_collect_train_and_use(srv):
         def edit(wf, seed=seed, labels=labels):
             wf["3"]["inputs"]["seed"] = seed
             wf["10"]["inputs"]["labels"] = labels
+            wf["10"]["inputs"]["dataset"] = DATASET  # its own folder: the generic example test fills the default
         out = _run(srv, "artifact_collect_dataset", edit)
     assert "6 samples" in out["10"]["text"][0]
-    folder = srv.base / "output" / "artifact_datasets" / "example_dataset"
+    folder = srv.base / "output" / "artifact_datasets" / DATASET
     rows = list(csv.DictReader(open(folder / "index.csv")))
     assert len(rows) == 6 and {r["metric"] for r in rows} == {"latent_cosine"}
     assert all((folder / r["trajectory"]).is_file() and (folder / r["image"]).is_file() for r in rows)
     train = {"1": {"class_type": "SentinelTrainArtifactClassifier",
-                   "inputs": {"dataset": "example_dataset", "recipe": "default", "model_name": "from_server",
+                   "inputs": {"dataset": DATASET, "recipe": "default", "model_name": "from_server",
                               "prefix_steps": 0, "cv_folds": 3, "cv_seeds": 1, "overwrite": True,
                               "csv_metric": "dreamsim"}}}
     out = srv.run_prompt(train)["outputs"]

@@ -8,6 +8,7 @@ import math
 import _diffsim as D
 import pytest
 import torch
+from _comfy import tiny_vae
 from diffusion_sentinel.nodes.diffsim.blocks import BlockError
 from diffusion_sentinel.nodes.diffsim.capture import transformer_block, unet_layout
 from diffusion_sentinel.nodes.diffsim.feature_cache import FeatureCache
@@ -238,7 +239,7 @@ def test_noise_latent_and_resize_options_change_the_score(comfy, parts):
     for kw in (dict(shared_noise=True), dict(posterior_sample=False), dict(resize="crop (keep aspect)"),
                dict(seed=7), dict(t=500), dict(block="U_1"), dict(prompt="a photo")):
         assert score(**kw)[0] != pytest.approx(base, abs=1e-7), kw
-    _, taesd = score(vae=D.taesd_vae())
+    _, taesd = score(vae=tiny_vae())
     assert taesd.details()["latent"].startswith("posterior mean (this VAE has no Gaussian posterior")
 
 

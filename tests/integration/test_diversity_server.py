@@ -3,20 +3,18 @@ CLIPVisionLoader detects.
 
 The loader chooses the model config from key names (ViT-L/H/bigG, SigLIP, DINOv2 layouts), so a detectable file must
 have the full shapes of one of them: here a random-weight CLIP ViT-L/14 vision model (304 M parameters, 610 MB in
-fp16), written once per test session to a private models folder. On two busy CPU cores the module takes under a
+fp16), written once per test session into the shared server's models folder (fixture vit_l_clip_vision). On two busy CPU cores the module takes under a
 minute (writing the file ~8 s, CLIP ViT-L encodes a few seconds per image on CPU); it is marked slow (deselect with
 -m "not slow").
 """
 
 from __future__ import annotations
 
-import gc
-import json
 import os
 from pathlib import Path
 
 import pytest
-from _server import ComfyServer, find_checkpoint, load_api_workflow
+from _server import load_api_workflow
 
 TINY = "sd15-tiny-random.safetensors"
 WORKFLOW = Path(__file__).resolve().parents[2] / "example_workflows" / "diversity_batch_api.json"
@@ -24,25 +22,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def clip_server(comfy, tmp_path_factory):
-    from _diversity import write_random_vit_l
-
-    ckpt = find_checkpoint(TINY)
-    if ckpt is None:
-        pytest.skip(f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny")
-    wf = json.loads(WORKFLOW.read_text())
-    clip_name = next(n["inputs"]["clip_name"] for n in wf.values() if n["class_type"] == "CLIPVisionLoader")
-    base = tmp_path_factory.mktemp("comfy-diversity")
-    models = base / "extra_models"
-    (models / "clip_vision").mkdir(parents=True)
-    write_random_vit_l(models / "clip_vision" / clip_name, seed=0)
-    gc.collect()
-    yaml = base / "extra_model_paths.yaml"
-    yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n"
-                    f"sentinel_clip_vision:\n    base_path: {models}\n    clip_vision: clip_vision\n")
-    srv = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml)).start()
-    yield srv, clip_name
-    srv.stop()
+def clip_server(server, vit_l_clip_vision):
+    return server, vit_l_clip_vision
 
 
 def test_generated_clip_vision_file_is_listed(clip_server):
@@ -52,7 +33,7 @@ def test_generated_clip_vision_file_is_listed(clip_server):
 
 
 def test_diversity_example_runs_with_comfyuis_clip_vision_loader(clip_server):
-    srv, _ = clip_server
+    srv, clip_name = clip_server
     wf = load_api_workflow(WORKFLOW, TINY)
     # the example is 8 images at 512 px, 20 steps; shrink it so CLIP ViT-L on a CPU stays affordable
     for node in wf.values():
@@ -63,6 +44,8 @@ def test_diversity_example_runs_with_comfyuis_clip_vision_loader(clip_server):
             inp.update(steps=3, seed=inp["seed"] + 1000 + os.getpid() % 1000)
         if node["class_type"] == "SentinelSelectDiverseSubset":
             inp["k"] = 2
+        if node["class_type"] == "CLIPVisionLoader":
+            inp["clip_name"] = clip_name
     entry = srv.run_prompt(wf, timeout=900)
     outputs = entry["outputs"]
     div_id = next(k for k, n in wf.items() if n["class_type"] == "SentinelBatchDiversity")

@@ -7,29 +7,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-from pathlib import Path
 
 import pytest
-from _server import ComfyServer, find_checkpoint, load_api_workflow
+from _server import load_api_workflow
 from _workflows import EXAMPLES
 
 TINY = "sd15-tiny-random.safetensors"
 EXAMPLE = EXAMPLES / "memorization_guard_api.json"
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    ckpt = find_checkpoint(TINY)
-    if ckpt is None:
-        pytest.skip(f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny")
-    base = tmp_path_factory.mktemp("comfy-mem")
-    yaml = base / "extra_model_paths.yaml"
-    yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
-    srv = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml)).start()
-    srv.base_dir = base
-    yield srv
-    srv.stop()
 
 
 def _example(**guard):
@@ -83,7 +68,7 @@ def test_calibration_saved_then_selected_by_the_guard(server):
     text = _text(out, "20")
     assert "AUC" in text and "Mothers influence" in text
     name = f"tiny-{os.getpid()}.json"
-    saved = Path(server.base_dir) / "models" / "memorization_calibrations" / name
+    saved = server.models / "memorization_calibrations" / name
     assert saved.is_file()
     cal = json.loads(saved.read_text())
     assert cal["model"]["family"] == "SD15" and cal["settings"]["width"] == 64
