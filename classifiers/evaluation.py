@@ -112,7 +112,8 @@ class CVResult:
         return (f"{self.recipe}: accuracy {self.accuracy_mean:.4f} +- {self.accuracy_sem:.4f}, "
                 f"AUC {self.auc_mean:.4f} +- {self.auc_sem:.4f} (mean +- SEM over {len(self.seeds)} seed(s) "
                 f"{self.seeds[0]}..{self.seeds[-1]}; {self.folds}-fold {self.protocol}{g}; per-fold accuracy SEM "
-                f"{self.fold_sem:.4f}; n={self.n}, {self.n_artifact} artifacts)")
+                f"{self.fold_sem:.4f}; n={self.n}, {self.n_artifact} artifacts)"
+                + ("; the SEM over seeds needs --seeds 2 or more" if len(self.seeds) < 2 else ""))
 
 
 def _splits(protocol: str, folds: int, seed: int, X, y, groups):
