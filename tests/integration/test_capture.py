@@ -235,3 +235,29 @@ def test_recorded_steps_satisfy_the_euler_update(comfy, tiny, traj_nodes):
     for i in range(t.num_steps - 1):
         pred = x[:, i] + (x[:, i] - x0[:, i]) / s[i] * (s[i + 1] - s[i])
         assert torch.allclose(pred, x[:, i + 1], rtol=1e-4, atol=1e-4 * float(x.abs().max()))
+
+
+@pytest.mark.parametrize("guider_kind", ["BasicGuider", "DualCFGGuider"])
+def test_other_guiders_are_captured(comfy, tiny, traj_nodes, guider_kind):
+    """Guiders other than CFGGuider (what third-party samplers build on) go through the same wrappers."""
+    (m,) = run_v3(traj_nodes.CaptureTrajectory, model=tiny, keep_cond_uncond=True).args
+
+    def guider(model):
+        if guider_kind == "BasicGuider":
+            return run_node("BasicGuider", model=model, conditioning=POS)[0]
+        return run_node("DualCFGGuider", model=model, cond1=POS, cond2=conditioning(3), negative=NEG,
+                        cfg_conds=4.0, cfg_cond2_negative=2.0, style="regular")[0]
+
+    (noise,) = run_node("RandomNoise", noise_seed=5)
+    (sampler,) = run_node("KSamplerSelect", sampler_name="euler_ancestral")
+    (sigmas,) = run_node("BasicScheduler", model=m, scheduler="normal", steps=5, denoise=1.0)
+    out, _ = run_node("SamplerCustomAdvanced", noise=noise, guider=guider(m), sampler=sampler, sigmas=sigmas,
+                      latent_image=empty_latent(1))
+    ref, _ = run_node("SamplerCustomAdvanced", noise=noise, guider=guider(tiny), sampler=sampler, sigmas=sigmas,
+                      latent_image=empty_latent(1))
+    assert torch.equal(out["samples"], ref["samples"])
+    (traj,) = run_v3(traj_nodes.GetCapturedTrajectory, model=m, latent=out).args
+    assert traj.num_steps == 5 and traj.meta["guider"].startswith("Guider_")
+    assert torch.allclose(traj.sigmas, sigmas[:-1].float(), rtol=1e-5)
+    if guider_kind == "BasicGuider":  # positive only: no unconditional prediction exists
+        assert traj.x0_uncond is None and "uncond_x0_unavailable" in traj.meta["flags"]
