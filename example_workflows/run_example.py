@@ -46,6 +46,8 @@ def main() -> int:
     ap.add_argument("--server", default="http://127.0.0.1:8188")
     ap.add_argument("--ckpt", default=None, help="checkpoint name as ComfyUI lists it (default: the first one)")
     ap.add_argument("--seed", type=int, default=None, help="override every seed in the workflow")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                    help="set one input, e.g. --set 20.clip_name=my_clip_vision.safetensors (JSON values allowed)")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--list", action="store_true", help="list the example workflows and exit")
     a = ap.parse_args()
@@ -70,6 +72,16 @@ def main() -> int:
         for k in ("seed", "noise_seed"):
             if a.seed is not None and k in node["inputs"]:
                 node["inputs"][k] = a.seed
+    for item in a.set:
+        target, _, value = item.partition("=")
+        nid, _, name = target.partition(".")
+        if nid not in wf or not name or not _:
+            print(f"--set {item!r}: expected NODE.INPUT=VALUE with a node id of the workflow", file=sys.stderr)
+            return 2
+        try:
+            wf[nid]["inputs"][name] = json.loads(value)
+        except json.JSONDecodeError:
+            wf[nid]["inputs"][name] = value
     print(f"running {path.name} with {ckpt} on {a.server}")
     status, body = _post(f"{a.server}/prompt", {"prompt": wf, "client_id": uuid.uuid4().hex})
     if status != 200:
