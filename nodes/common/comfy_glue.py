@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import comfy.model_management
 import comfy.utils
 import folder_paths
@@ -38,6 +36,3 @@ def register_folder(name: str, paths: list[str], extensions: set[str]) -> None:
     else:
         folder_paths.folder_names_and_paths[name] = (list(paths), set(extensions))
 
-
-def models_subdir(name: str) -> str:
-    return os.path.join(folder_paths.models_dir, name)

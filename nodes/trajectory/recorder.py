@@ -174,10 +174,6 @@ class RunRecorder:
         """The x0 the sampler reported last (live tensor, model space): what a stopped run returns."""
         return self._latest_x0
 
-    @property
-    def recorded_steps(self) -> int:
-        return len(self._stored)
-
     def snapshot(self) -> Trajectory:
         """The steps recorded so far as a Trajectory (copies already made; no ``final``). For step listeners."""
         return self._assemble(list(self._stored), None, self.meta_now())
