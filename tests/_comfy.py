@@ -28,7 +28,9 @@ def boot_comfy(path: str | None = None):
     os.chdir(path)
     from comfy.cli_args import args
 
-    args.cpu = True  # before comfy.model_management is imported
+    import _device
+
+    args.cpu = not _device.ON_CUDA  # before comfy.model_management is imported (SENTINEL_TEST_DEVICE)
     import utils.extra_config  # noqa: F401  (before `nodes`, which shadows `utils` with comfy/utils.py)
 
     yaml = os.path.join(path, "extra_model_paths.yaml")

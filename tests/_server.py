@@ -64,9 +64,13 @@ class ComfyServer:
         link = self.base / "custom_nodes" / PACK_DIR_NAME
         if not link.exists():
             link.symlink_to(ROOT, target_is_directory=True)
-        cmd = [sys.executable, os.path.join(self.comfy_path, "main.py"), "--cpu", "--listen", "127.0.0.1",
+        import _device
+
+        cmd = [sys.executable, os.path.join(self.comfy_path, "main.py"), "--listen", "127.0.0.1",
                "--port", str(self.port), "--base-directory", str(self.base), "--disable-auto-launch",
                "--disable-api-nodes", "--dont-print-server", "--preview-method", "none"]
+        if not _device.ON_CUDA:
+            cmd.append("--cpu")  # SENTINEL_TEST_DEVICE=cuda runs the server on the GPU
         if self.extra_yaml:
             cmd += ["--extra-model-paths-config", self.extra_yaml]
         self._log = open(self.log_path, "w")
