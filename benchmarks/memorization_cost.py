@@ -44,7 +44,7 @@ def main() -> None:
 
     boot_comfy(os.environ["COMFYUI_PATH"])
     import torch
-    from diffusion_sentinel.nodes.memorization import probe
+    from diffusion_sentinel.nodes.memorization import detection
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -64,13 +64,13 @@ def main() -> None:
     pos, neg = conditioning(1, batch=a.prompts), conditioning(2)
 
     def detector():
-        return probe.detect(m, pos, neg, probe.DetectorSettings(width=a.size, height=a.size))
+        return detection.detect(m, pos, neg, detection.DetectorSettings(width=a.size, height=a.size))
 
     def wen_first():
-        return probe.detect_wen(m, pos, neg, probe.DetectorSettings(width=a.size, height=a.size, wen_steps=1))
+        return detection.detect_wen(m, pos, neg, detection.DetectorSettings(width=a.size, height=a.size, wen_steps=1))
 
     def wen_ten():
-        return probe.detect_wen(m, pos, neg, probe.DetectorSettings(width=a.size, height=a.size, wen_steps=10))
+        return detection.detect_wen(m, pos, neg, detection.DetectorSettings(width=a.size, height=a.size, wen_steps=10))
 
     rows = []
     with torch.inference_mode():

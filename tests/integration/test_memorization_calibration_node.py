@@ -34,10 +34,10 @@ def cal_dir(mem, tmp_path, monkeypatch):
 
 
 def test_batched_prompt_scoring_equals_single_prompt_guards(mem, tiny):
-    from diffusion_sentinel.nodes.memorization import probe
+    from diffusion_sentinel.nodes.memorization import detection
 
     clip = FakeClip()
-    settings = probe.DetectorSettings(seed=51, n_samples=1, **SIZE)
+    settings = detection.DetectorSettings(seed=51, n_samples=1, **SIZE)
     feats, wen = mem.score_prompt_list(tiny, clip, MEM + NON, "", settings, prompts_per_batch=3)
     neg = clip.encode_from_tokens_scheduled(clip.tokenize(""))
     for i, p in enumerate(MEM + NON):

@@ -100,12 +100,12 @@ def test_batched_prompts_equal_single_prompts_and_samples_average(mem, tiny):
         assert one[5][0] == pytest.approx(both[5][i], rel=1e-5)
         assert one[6][0] == pytest.approx(both[6][i], rel=1e-5, abs=1e-6)
     # n samples = the mean of the per-sample values: sample 0 alone is the n=1 run with the same seed
-    from diffusion_sentinel.nodes.memorization import probe
+    from diffusion_sentinel.nodes.memorization import detection
 
-    run = probe.detect(tiny, POS2, NEG, probe.DetectorSettings(seed=7, n_samples=2, width=64, height=64))
+    run = detection.detect(tiny, POS2, NEG, detection.DetectorSettings(seed=7, n_samples=2, width=64, height=64))
     assert run.detection.norm_samples.shape == (4,)
     assert run.detection.norm.tolist() == pytest.approx(run.detection.norm_samples.view(2, 2).mean(0).tolist(), rel=1e-6)
-    n1 = probe.detect(tiny, POS2, NEG, probe.DetectorSettings(seed=7, n_samples=1, width=64, height=64))
+    n1 = detection.detect(tiny, POS2, NEG, detection.DetectorSettings(seed=7, n_samples=1, width=64, height=64))
     assert n1.detection.norm.tolist() == pytest.approx(run.detection.norm_samples[:2].tolist(), rel=1e-5)
 
 
@@ -161,13 +161,13 @@ def test_wen_over_several_ddim_steps(mem, tiny):
 
 
 def test_wen_alone_costs_one_call_per_step_and_matches_the_guard(mem, tiny):
-    from diffusion_sentinel.nodes.memorization import probe
+    from diffusion_sentinel.nodes.memorization import detection
 
     counter = UNetCalls()
     m = counter.attach(tiny)
     pos = [[POS2[0][0][:1], {}]]
     guard = _guard(mem, tiny, positive=pos, wen_steps=3)
-    res = probe.detect_wen(m, pos, NEG, probe.DetectorSettings(seed=51, width=64, height=64, wen_steps=3))
+    res = detection.detect_wen(m, pos, NEG, detection.DetectorSettings(seed=51, width=64, height=64, wen_steps=3))
     assert [c["t"][0] for c in counter.calls] == [981, 961, 941] and all(c["rows"] == 2 for c in counter.calls)
     assert res.wen.tolist() == pytest.approx(guard[2], rel=1e-5)
     assert math.isnan(float(res.cosine[0])) and res.unet_calls == 3

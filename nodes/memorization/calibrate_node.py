@@ -1,0 +1,198 @@
+"""Calibrate Memorization Guard node: weights and threshold fitted on two prompt lists, saved for the guard."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import folder_paths
+import torch
+from comfy_api.latest import io, ui
+
+from . import detection, probe
+from .calibration import Calibration, CalibrationError, calibrate, save_calibration
+from .node_common import CAL_DIR, CATEGORY
+from .node_common import fmt as _fmt
+
+
+def _prompts(text: str) -> list[str]:
+    return [ln.strip() for ln in (text or "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _safe_name(name: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", (name or "").strip()).strip("._")
+    if not base:
+        raise ValueError("give the calibration a name (letters, digits, '-', '_', '.')")
+    return base if base.endswith(".json") else base + ".json"
+
+
+def _stack_batches(conds: list, max_batch: int) -> list[tuple[list[int], list]]:
+    """Group single-entry CONDITIONINGs that can be batched (same shapes and extras) into one CONDITIONING each."""
+    groups: list[tuple[list[int], list]] = []
+    cur_idx: list[int] = []
+    cur: list = []
+
+    def key(c):
+        if len(c) != 1:
+            return None
+        t, extras = c[0]
+        ek = []
+        for k, v in sorted(extras.items()):
+            if isinstance(v, torch.Tensor):
+                if v.shape[0] != 1:
+                    return None
+                ek.append((k, tuple(v.shape)))
+            else:
+                ek.append((k, repr(v)))
+        return (tuple(t.shape), tuple(ek))
+
+    def flush():
+        if not cur:
+            return
+        if len(cur) == 1:
+            groups.append((list(cur_idx), cur[0]))
+        else:
+            t = torch.cat([c[0][0] for c in cur])
+            extras = {}
+            for k, v in cur[0][0][1].items():
+                extras[k] = torch.cat([c[0][1][k] for c in cur]) if isinstance(v, torch.Tensor) else v
+            groups.append((list(cur_idx), [[t, extras]]))
+        cur_idx.clear()
+        cur.clear()
+
+    cur_key = None
+    for i, c in enumerate(conds):
+        k = key(c)
+        if k is None:  # several entries or per-prompt extras: score it on its own
+            flush()
+            groups.append(([i], c))
+            continue
+        if cur and (k != cur_key or len(cur) >= max_batch):
+            flush()
+        cur_key = k
+        cur_idx.append(i)
+        cur.append(c)
+    flush()
+    return groups
+
+
+def score_prompt_list(model, clip, prompts: list[str], negative_prompt: str, settings: detection.DetectorSettings,
+                      prompts_per_batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per prompt: [N, C] features and Wen's score, scoring compatible prompts together in batches."""
+    neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
+    conds = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
+    feats = torch.zeros(len(conds), 2)
+    wen = torch.zeros(len(conds))
+    for idx, cond in _stack_batches(conds, prompts_per_batch):
+        det = detection.detect(model, cond, neg, settings).detection
+        feats[idx, 0], feats[idx, 1], wen[idx] = det.norm, det.cosine, det.wen
+    return feats, wen
+
+
+class CalibrateMemorizationGuard(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SentinelCalibrateMemorizationGuard",
+            display_name="Calibrate Memorization Guard",
+            category=CATEGORY,
+            description="Fits the guard's weights (g_n, g_c) and threshold by logistic regression on the detector's "
+                        "scores of two prompt lists you give (known memorized prompts, e.g. Webster's extraction "
+                        "list, and ordinary prompts); reports AUC and TPR at 1% FPR and saves the calibration for "
+                        f"this model in models/{CAL_DIR}/, where the guard can select it.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to calibrate (the same one the guard will check)."),
+                io.Clip.Input("clip", tooltip="The text encoder of that checkpoint, to encode the prompt lists."),
+                io.String.Input("memorized_prompts", multiline=True, default="",
+                                tooltip="Known memorized prompts, one per line (lines starting with # are ignored). "
+                                        "The paper fitted its weights on 20."),
+                io.String.Input("normal_prompts", multiline=True, default="",
+                                tooltip="Ordinary (non-memorized) prompts, one per line. More prompts give a "
+                                        "better false-positive estimate."),
+                io.String.Input("name", default="my-model",
+                                tooltip=f"File name of the calibration in models/{CAL_DIR}/ (.json added; an "
+                                        "existing file of that name is replaced)."),
+                io.String.Input("negative_prompt", default="", optional=True,
+                                tooltip="Text of the unconditional prompt (empty, as in the papers). Use the same "
+                                        "negative in the guard."),
+                io.Combo.Input("threshold_rule", options=["logistic", "fpr"], default="logistic", optional=True,
+                               tooltip="logistic: the p=0.5 boundary of the fit (classes weighted equally). fpr: "
+                                       "the lowest threshold that flags at most 'target_fpr' of your normal prompts."),
+                io.Float.Input("target_fpr", default=0.01, min=0.0, max=0.5, step=0.001, optional=True,
+                               tooltip="False-positive rate for the 'fpr' rule and for the reported TPR (paper: 1%)."),
+                io.Int.Input("seed", default=51, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True,
+                             tooltip="Noise seed; the guard should use the same."),
+                io.Int.Input("n_samples", default=1, min=1, max=64, optional=True,
+                             tooltip="Noise samples per prompt (the guard should use the same)."),
+                io.Int.Input("width", default=512, min=64, max=4096, step=8, optional=True,
+                             tooltip="Noise latent width in pixels (the guard should use the same)."),
+                io.Int.Input("height", default=512, min=64, max=4096, step=8, optional=True,
+                             tooltip="Noise latent height in pixels (the guard should use the same)."),
+                io.Int.Input("prompts_per_batch", default=8, min=1, max=256, optional=True,
+                             tooltip="Prompts scored together in one U-Net batch (lower it if you run out of memory)."),
+            ],
+            outputs=[
+                io.Float.Output("AUC", display_name="auc", tooltip="ROC AUC of the fitted score on your lists "
+                                                                   "(in-sample; the report also gives a cross-validated AUC)."),
+                io.Float.Output("TPR", display_name="tpr_at_fpr", tooltip="Best TPR with FPR <= target_fpr."),
+                io.Float.Output("GAMMA_N", display_name="gamma_norm", tooltip="Fitted weight of the norm term."),
+                io.Float.Output("GAMMA_C", display_name="gamma_cos", tooltip="Fitted weight of the cosine term."),
+                io.Float.Output("THRESHOLD", display_name="threshold", tooltip="Fitted threshold on M."),
+                io.String.Output("CALIBRATION", display_name="calibration", tooltip="File name to select in the guard."),
+                io.String.Output("REPORT", display_name="report", tooltip="Metrics and per-prompt scores."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, model, clip, memorized_prompts, normal_prompts, name, negative_prompt="", threshold_rule="logistic",
+                target_fpr=0.01, seed=51, n_samples=1, width=512, height=512, prompts_per_batch=8) -> io.NodeOutput:
+        mem, non = _prompts(memorized_prompts), _prompts(normal_prompts)
+        if len(mem) < 2 or len(non) < 2:
+            raise ValueError(f"give at least 2 memorized and 2 normal prompts, one per line (got {len(mem)} and "
+                             f"{len(non)}); the paper fitted on 20 memorized prompts")
+        fname = _safe_name(name)
+        info = probe.model_info(model)
+        if clip is None:
+            raise ValueError("connect the CLIP of the checkpoint: the prompt lists must be encoded")
+        settings = detection.DetectorSettings(seed=int(seed), n_samples=int(n_samples), width=int(width), height=int(height))
+        feats, wen = score_prompt_list(model, clip, mem + non, negative_prompt or "", settings, int(prompts_per_batch))
+        k = len(mem)
+        try:
+            cal = calibrate(feats[:k].numpy(), feats[k:].numpy(), wen[:k].numpy(), wen[k:].numpy(),
+                            threshold_rule=threshold_rule, target_fpr=float(target_fpr))
+        except CalibrationError as e:
+            raise ValueError(f"calibration failed: {e}") from e
+        cal.name = fname[:-5]
+        cal.model = info.as_dict()
+        cal.settings = {"seed": int(seed), "n_samples": int(n_samples), "width": int(width), "height": int(height),
+                        "negative_prompt": negative_prompt or ""}
+        folder = os.path.join(folder_paths.models_dir, CAL_DIR)
+        paths = folder_paths.get_folder_paths(CAL_DIR)
+        folder = paths[0] if paths else folder
+        save_calibration(cal, os.path.join(folder, fname))
+        report = _calibration_report(cal, mem, non, feats, wen, fname)
+        mt = cal.metrics
+        return io.NodeOutput(float(mt["auc"]), float(mt["tpr_at_fpr"]), cal.gamma_norm, cal.gamma_cos, cal.threshold,
+                             fname, report, ui=ui.PreviewText(report))
+
+
+def _calibration_report(cal: Calibration, mem, non, feats, wen, fname) -> str:
+    mt = cal.metrics
+    pct = f"{100 * cal.target_fpr:g}%"
+    lines = [f"Calibration {fname} for {cal.model.get('family')} ({cal.model.get('prediction')}): "
+             f"{mt['n_memorized']} memorized vs {mt['n_normal']} normal prompts",
+             f"M = {_fmt(cal.gamma_norm, 4)}*N + {_fmt(cal.gamma_cos, 4)}*C, flag when M > {_fmt(cal.threshold, 4)} "
+             f"(rule: {cal.threshold_rule}); Wen threshold {_fmt(cal.wen_threshold, 4)}",
+             f"AUC {_fmt(mt['auc'], 3)} (in-sample; cross-validated {_fmt(mt.get('auc_cv', float('nan')), 3)}), "
+             f"TPR@{pct} FPR {_fmt(mt['tpr_at_fpr'], 3)} (paper's closest-point rule {_fmt(mt['tpr_at_fpr_closest'], 3)})",
+             f"flagged: {mt['flagged_memorized']}/{mt['n_memorized']} memorized, {mt['flagged_normal']}/{mt['n_normal']} normal",
+             f"AUC norm only {_fmt(mt['auc_norm_only'], 3)}, cosine only {_fmt(mt['auc_cosine_only'], 3)}, paper SD1 "
+             f"weights {_fmt(mt['auc_paper_sd1_weights'], 3)}, Wen {_fmt(mt.get('wen_auc', float('nan')), 3)}"]
+    m = cal.score(feats[:, 0].numpy(), feats[:, 1].numpy())
+    for label, prompts, off in (("memorized", mem, 0), ("normal", non, len(mem))):
+        for i, p in enumerate(prompts[:50]):
+            j = off + i
+            lines.append(f"  [{label}] M={_fmt(float(m[j]), 3)} N={_fmt(float(feats[j, 0]), 3)} "
+                         f"C={_fmt(float(feats[j, 1]), 3)} wen={_fmt(float(wen[j]), 3)}  {p[:70]}")
+    return "\n".join(lines)
