@@ -82,12 +82,41 @@ class UNetCalls:
         return m
 
 
+def module_device_dtype(module) -> tuple[torch.device, torch.dtype]:
+    """Where the bare network's weights are now (the test device once ComfyUI loaded it) and their dtype."""
+    p = next(module.parameters())
+    return p.device, p.dtype
+
+
 def raw_outputs(model, z: torch.Tensor, timestep: int, context: torch.Tensor) -> torch.Tensor:
-    """The bare network output (eps or v) for VP input z at an integer timestep: no sampler, no conversions."""
+    """The bare network output (eps or v) for VP input z at an integer timestep: no sampler, no conversions.
+
+    Runs wherever the weights are (CPU, or the CUDA device of SENTINEL_TEST_DEVICE) in their dtype; returns float32
+    on the CPU."""
     dm = model.model.diffusion_model
+    dev, dt = module_device_dtype(dm)
     with torch.inference_mode():
-        t = torch.full((z.shape[0],), float(timestep))
-        return dm(z, t, context=context.expand(z.shape[0], -1, -1), transformer_options={}).float()
+        t = torch.full((z.shape[0],), float(timestep), device=dev)
+        ctx = context.to(dev, dt).expand(z.shape[0], -1, -1)
+        return dm(z.to(dev, dt), t, context=ctx, transformer_options={}).float().cpu()
+
+
+def model_tol(model, **kw) -> dict:
+    """``_device.tol`` for outputs of ``model`` (its weights' dtype: float32 here, half precision where a GPU run
+    builds half-precision models)."""
+    import _device
+
+    kind = str(model.model_dtype()).replace("torch.", "")
+    return _device.tol(kind if kind in ("float16", "bfloat16") else "float32", **kw)
+
+
+def approx(expected, model=None, **kw):
+    """pytest.approx with the tolerance of ``model``'s outputs (float32 by default) on the test device."""
+    import _device
+    import pytest
+
+    t = model_tol(model, **kw) if model is not None else _device.tol("float32", **kw)
+    return pytest.approx(expected, rel=t["rtol"], abs=t["atol"])
 
 
 def sd_alpha_bar(t: int) -> float:

@@ -29,10 +29,14 @@ from ..trajectory.capture import prediction_type
 from . import anisotropy as an
 
 log = logging.getLogger("diffusion_sentinel")
+MULTIGPU_KEY = "multigpu_clones"  # model_options key of ComfyUI's multi-GPU cond splitting (2026)
 
 
 class UnsupportedModelError(ValueError):
     """The model has no term the score needs (flow matching, guidance-distilled, no discrete schedule)."""
+
+
+UnsupportedModelError.__module__ = "sentinel"  # ComfyUI titles errors with the class's module path
 
 
 # ----------------------------------------------------------------------------- model checks
@@ -141,15 +145,27 @@ class ProbeContext:
     guider: Any
     unet_calls: int = 0
 
-    def predict(self, conds_lists: list, x: torch.Tensor, sigma: float) -> list[torch.Tensor]:
-        """Denoised predictions for each list of conds, batched into one calc_cond_batch (one U-Net call)."""
+    def predict(self, conds_lists: list, x: torch.Tensor, sigma: float, single_device: bool = False) -> list[torch.Tensor]:
+        """Denoised predictions for each list of conds, batched into one calc_cond_batch (one U-Net call).
+
+        ``single_device``: keep every evaluation on the main device and thread. Newer ComfyUI spreads conds over
+        several GPUs in worker threads (``_calc_cond_batch_multigpu``, chosen when the model options hold
+        ``multigpu_clones``), which run under ``no_grad`` on other model copies: gradients (mitigation) and
+        forward-mode tangents (the volume JVP) must not go there.
+        """
         sig = torch.full((x.shape[0],), float(sigma), device=x.device, dtype=torch.float32)
         self.unet_calls += 1
-        return comfy.samplers.calc_cond_batch(self.model, conds_lists, x, sig, self.model_options)
+        return comfy.samplers.calc_cond_batch(self.model, conds_lists, x, sig, self.options(single_device))
 
-    def cond_uncond(self, x: torch.Tensor, sigma: float, positive=None, negative=None):
+    def options(self, single_device: bool = False) -> dict:
+        if single_device and MULTIGPU_KEY in self.model_options:
+            return {k: v for k, v in self.model_options.items() if k != MULTIGPU_KEY}
+        return self.model_options
+
+    def cond_uncond(self, x: torch.Tensor, sigma: float, positive=None, negative=None, single_device: bool = False):
         c, u = self.predict([positive if positive is not None else self.conds["positive"],
-                             negative if negative is not None else self.conds["negative"]], x, sigma)
+                             negative if negative is not None else self.conds["negative"]], x, sigma,
+                            single_device=single_device)
         return c, u
 
 

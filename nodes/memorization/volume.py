@@ -17,14 +17,14 @@ axis are unknown; these are the operationalisations of docs/methods.md §3.3 and
   ``D log(s_K / s_0)`` that converts k-diffusion to VP coordinates. The Euler rule is first order: with few, large
   steps it over-weights the largest eigenvalues; use it as a ranking score within one model and resolution.
 
-Jacobian-vector products: forward-mode AD (``torch.autograd.forward_ad``; on CUDA the attention runs on the MATH
-SDPA kernel, the only one with forward AD) or central finite differences with ``h = rel_step * ||x|| / ||u||``
-(the perturbation is ``rel_step`` of the latent's norm; needs fp32 weights, the glue casts the U-Net).
+Jacobian-vector products: forward-mode AD (``torch.autograd.forward_ad``; the glue gives the U-Net an attention
+built from matmul and softmax, ``math_attention.py``, since fused attention kernels have no forward derivative) or
+central finite differences with ``h = rel_step * ||x|| / ||u||`` (the perturbation is ``rel_step`` of the latent's
+norm; the rounding of each evaluation is amplified by about 1 / rel_step, so the glue evaluates in float64).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from collections.abc import Callable
@@ -62,18 +62,6 @@ def inversion_map(denoise: Denoiser, sigmas: list[float]) -> Callable[[torch.Ten
     return fn
 
 
-@contextlib.contextmanager
-def forward_ad_attention(device: torch.device):
-    """Route SDPA to the MATH kernel on CUDA (flash / memory-efficient kernels have no forward-mode AD)."""
-    if device.type == "cuda":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel([SDPBackend.MATH]):
-            yield
-    else:
-        yield
-
-
 def _per_item(v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (ref.ndim - 1)))
 
@@ -99,7 +87,7 @@ def jvp(
         if method == "jvp":
             import torch.autograd.forward_ad as fwad
 
-            with forward_ad_attention(x.device), fwad.dual_level(), warnings.catch_warnings():
+            with fwad.dual_level(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
                 out = fn(fwad.make_dual(x, u))
                 primal, tangent = fwad.unpack_dual(out)
