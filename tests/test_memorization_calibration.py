@@ -123,3 +123,89 @@ def test_json_round_trip_and_refusals(tmp_path):
         cb.load_calibration(str(tmp_path / "junk.json"))
     with pytest.raises(cb.CalibrationError, match="not found"):
         cb.load_calibration(str(tmp_path / "missing.json"))
+
+
+SIDE_EFFECTS: list[str] = []
+
+
+def _record(tag):
+    SIDE_EFFECTS.append(tag)
+    return {"format": cb.FORMAT_NAME}
+
+
+class _Executes:
+    def __reduce__(self):  # unpickling this would call _record
+        return (_record, ("pickle executed",))
+
+
+def _good(tmp_path) -> dict:
+    """The JSON of a real calibration file."""
+    x, y = _synthetic(n=400, seed=4)
+    path = cb.save_calibration(cb.calibrate(x[y == 1], x[y == 0]), str(tmp_path / "good.json"))
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("case, content, message", [
+    ("deep", "[" * 100_000 + "]" * 100_000, "nests its JSON too deeply"),
+    ("deep_in_a_field", None, "nests its JSON too deeply"),
+    ("version_text", {"format_version": "abc"}, "'format_version' must be a whole number, got 'abc'"),
+    ("version_float", {"format_version": 1.5}, "'format_version' must be a whole number"),
+    ("version_newer", {"format_version": 99}, "format version 99, written by a newer"),
+    ("fpr_text", {"target_fpr": "abc"}, "'target_fpr' must be a number in \\[0, 1\\]"),
+    ("rule_list", {"threshold_rule": ["fpr"]}, "threshold_rule must be one of"),
+    ("name_object", {"name": {"a": 1}}, "'name' must be a string"),
+    ("truncated", "cut", "not valid JSON \\(damaged or cut short"),
+    ("empty", "", "not valid JSON"),
+    ("top_level_list", "[1, 2]", "not a Diffusion Sentinel memorization calibration"),
+    ("latin1", b"{\"format\": \"\xe9\"}", "not a text file"),
+    ("safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}", "not a text file|not valid JSON"),
+    ("zip", b"PK\x03\x04rest-of-a-torch-checkpoint", "binary file"),
+])
+def test_damaged_or_foreign_files_are_refused_with_what_to_do(tmp_path, case, content, message):
+    good = _good(tmp_path)
+    path = tmp_path / f"{case}.json"
+    if case == "deep_in_a_field":
+        path.write_text(json.dumps(good)[:-1] + ', "metrics_extra": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    elif case == "truncated":
+        path.write_text(json.dumps(good)[:40])
+    elif isinstance(content, dict):
+        path.write_text(json.dumps({**good, **content}))
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(cb.CalibrationError, match=message) as e:
+        cb.load_calibration(str(path))
+    assert "Calibrate Memorization Guard" in str(e.value) or "update the pack" in str(e.value)
+    assert type(e.value).__module__ == "sentinel"  # the error title ComfyUI shows carries no file system path
+
+
+def test_a_pickle_is_refused_before_anything_is_executed(tmp_path):
+    import pickle
+
+    path = tmp_path / "evil.json"
+    path.write_bytes(pickle.dumps(_Executes()))
+    with pytest.raises(cb.CalibrationError, match="pickle.*not loaded"):
+        cb.load_calibration(str(path))
+    assert SIDE_EFFECTS == []
+
+
+def test_oversized_file_is_refused_without_reading_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(cb, "MAX_FILE_BYTES", 1000)
+    path = tmp_path / "big.json"
+    path.write_text(" " * 2000 + "{}")
+    with pytest.raises(cb.CalibrationError, match="2002 bytes, not a calibration"):
+        cb.load_calibration(str(path))
+
+
+def test_a_refused_save_leaves_the_existing_file_as_it_was(tmp_path):
+    x, y = _synthetic(n=400, seed=4)
+    cal = cb.calibrate(x[y == 1], x[y == 0])
+    path = str(tmp_path / "keep.json")
+    cb.save_calibration(cal, path)
+    before = open(path).read()
+    cal.threshold_rule = "nonsense"  # not loadable: refused before the disk is touched
+    with pytest.raises(cb.CalibrationError, match="threshold_rule"):
+        cb.save_calibration(cal, path)
+    assert open(path).read() == before and not (tmp_path / "keep.json.partial").exists()

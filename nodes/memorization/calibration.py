@@ -31,10 +31,15 @@ import numpy as np
 FORMAT_NAME = "diffusion-sentinel/memorization-calibration"
 FORMAT_VERSION = 1
 THRESHOLD_RULES = ("logistic", "fpr")
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a calibration is a few kB; anything this large is not one
+REMAKE = "select another calibration or re-run 'Calibrate Memorization Guard' to write it again"
 
 
 class CalibrationError(ValueError):
     """Bad calibration input or file; the message says what to do."""
+
+
+CalibrationError.__module__ = "sentinel"  # ComfyUI titles errors with the class's module path
 
 
 def tpr_at_fpr(labels, scores, target_fpr: float = 0.01, closest: bool = False) -> float:
@@ -132,26 +137,49 @@ class Calibration:
         if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
             raise CalibrationError("not a Diffusion Sentinel memorization calibration (missing or wrong 'format'); "
                                    "create one with the 'Calibrate Memorization Guard' node")
-        if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise CalibrationError("this calibration was written by a newer Diffusion Sentinel; update the pack")
+        version = d.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise CalibrationError(f"calibration field 'format_version' must be a whole number, got {version!r}: the "
+                                   f"file is damaged; {REMAKE}")
+        if version > FORMAT_VERSION:
+            raise CalibrationError(f"this calibration has format version {version}, written by a newer Diffusion "
+                                   f"Sentinel (this one reads up to {FORMAT_VERSION}); update the pack")
         kw = {}
         for name in ("gamma_norm", "gamma_cos", "threshold", "wen_threshold"):
             v = d.get(name)
             if name == "wen_threshold" and v is None:  # calibrated without Wen scores
                 kw[name] = float("nan")
                 continue
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(float(v)):
-                raise CalibrationError(f"calibration field {name!r} must be a finite number, got {v!r}")
+            if not _finite_number(v):
+                raise CalibrationError(f"calibration field {name!r} must be a finite number, got {_short(v)}; {REMAKE}")
             kw[name] = float(v)
         rule = d.get("threshold_rule", "logistic")
-        if rule not in THRESHOLD_RULES:
-            raise CalibrationError(f"calibration threshold_rule must be one of {THRESHOLD_RULES}, got {rule!r}")
+        if not isinstance(rule, str) or rule not in THRESHOLD_RULES:
+            raise CalibrationError(f"calibration threshold_rule must be one of {THRESHOLD_RULES}, got {_short(rule)}; "
+                                   f"{REMAKE}")
+        fpr = d.get("target_fpr", 0.01)
+        if not _finite_number(fpr) or not 0.0 <= float(fpr) <= 1.0:
+            raise CalibrationError(f"calibration field 'target_fpr' must be a number in [0, 1], got {_short(fpr)}; "
+                                   f"{REMAKE}")
         for name in ("metrics", "model", "settings"):
             if not isinstance(d.get(name, {}), dict):
-                raise CalibrationError(f"calibration field {name!r} must be an object")
-        return cls(threshold_rule=rule, target_fpr=float(d.get("target_fpr", 0.01)), metrics=dict(d.get("metrics", {})),
-                   model=dict(d.get("model", {})), settings=dict(d.get("settings", {})), name=str(d.get("name", "")),
-                   created=str(d.get("created", "")), **kw)
+                raise CalibrationError(f"calibration field {name!r} must be an object; {REMAKE}")
+        for name in ("name", "created"):
+            if not isinstance(d.get(name, ""), str):
+                raise CalibrationError(f"calibration field {name!r} must be a string, got {_short(d.get(name))}; "
+                                       f"{REMAKE}")
+        return cls(threshold_rule=rule, target_fpr=float(fpr), metrics=dict(d.get("metrics", {})),
+                   model=dict(d.get("model", {})), settings=dict(d.get("settings", {})), name=d.get("name", ""),
+                   created=d.get("created", ""), **kw)
+
+
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _short(v, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
 
 
 def calibrate(
@@ -221,26 +249,47 @@ def cross_validated_auc(x, y, folds: int = 5, class_weight=None, c: float = 1.0)
 
 
 def save_calibration(cal: Calibration, path: str) -> str:
-    """Write JSON atomically (a temporary file renamed over the target)."""
+    """Write JSON atomically: the text is made (and checked to load back) before anything touches the disk, then
+    written to a temporary file renamed over the target; a failure leaves any existing file as it was."""
+    text = json.dumps(cal.to_dict(), indent=1, sort_keys=True, allow_nan=False)
+    Calibration.from_dict(json.loads(text))  # what we write must be readable
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".partial"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(cal.to_dict(), f, indent=1, sort_keys=True, allow_nan=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
 def load_calibration(path: str) -> Calibration:
+    """Read a calibration written by :func:`save_calibration`. Only JSON is parsed (a pickle or any other binary
+    is refused before decoding, nothing in the file is executed); every field is checked."""
+    base = os.path.basename(path)
     if not os.path.isfile(path):
         raise CalibrationError(f"calibration file not found: {path}")
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise CalibrationError(f"{base} is {size} bytes, not a calibration (those are a few kB); {REMAKE}")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+        raise CalibrationError(f"{base} is a binary file (a Python pickle or a zip/torch archive), not a calibration; "
+                               f"it was not loaded (pickles can run code). {REMAKE}")
     try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CalibrationError(f"{os.path.basename(path)} is not valid JSON ({e}); re-run the calibration") from e
+        d = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CalibrationError(f"{base} is not a text file (a calibration is JSON); {REMAKE}") from e
+    except json.JSONDecodeError as e:
+        raise CalibrationError(f"{base} is not valid JSON (damaged or cut short: {e}); {REMAKE}") from e
+    except RecursionError as e:
+        raise CalibrationError(f"{base} nests its JSON too deeply to be a calibration; {REMAKE}") from e
     cal = Calibration.from_dict(d)
     if not cal.name:
-        cal.name = os.path.splitext(os.path.basename(path))[0]
+        cal.name = os.path.splitext(base)[0]
     return cal
 
 
