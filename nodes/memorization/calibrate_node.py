@@ -7,12 +7,17 @@ import re
 
 import folder_paths
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
+from ..common.comfy_glue import Progress
+from ..common.ui import col, panel, result_ui
 from . import detection, probe
 from .calibration import Calibration, CalibrationError, calibrate, save_calibration
 from .node_common import CAL_DIR, CATEGORY
 from .node_common import fmt as _fmt
+
+PAPER_SEED = 51
+HIGHER = "higher is better"
 
 
 def _prompts(text: str) -> list[str]:
@@ -83,8 +88,10 @@ def score_prompt_list(model, clip, prompts: list[str], negative_prompt: str, set
     conds = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
     feats = torch.zeros(len(conds), 2)
     wen = torch.zeros(len(conds))
-    for idx, cond in _stack_batches(conds, prompts_per_batch):
-        det = detection.detect(model, cond, neg, settings).detection
+    groups = _stack_batches(conds, prompts_per_batch)
+    progress = Progress(len(groups) * detection.calls_per_detection(settings))  # one bar for the whole list
+    for idx, cond in groups:
+        det = detection.detect(model, cond, neg, settings, progress=progress).detection
         feats[idx, 0], feats[idx, 1], wen[idx] = det.norm, det.cosine, det.wen
     return feats, wen
 
@@ -120,21 +127,26 @@ class CalibrateMemorizationGuard(io.ComfyNode):
                                        "the lowest threshold that flags at most 'target_fpr' of your normal prompts."),
                 io.Float.Input("target_fpr", default=0.01, min=0.0, max=0.5, step=0.001, optional=True,
                                tooltip="False-positive rate for the 'fpr' rule and for the reported TPR (paper: 1%)."),
-                io.Int.Input("seed", default=51, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True,
-                             tooltip="Noise seed; the guard should use the same."),
+                io.Int.Input("seed", default=PAPER_SEED, min=0, max=0xFFFFFFFFFFFFFFFF, optional=True,
+                             control_after_generate=False,
+                             tooltip="Noise seed, part of the score's definition (the paper's 51); fixed between "
+                                     "runs. The guard should use the same."),
                 io.Int.Input("n_samples", default=1, min=1, max=64, optional=True,
                              tooltip="Noise samples per prompt (the guard should use the same)."),
-                io.Int.Input("width", default=512, min=64, max=4096, step=8, optional=True,
-                             tooltip="Noise latent width in pixels (the guard should use the same)."),
-                io.Int.Input("height", default=512, min=64, max=4096, step=8, optional=True,
-                             tooltip="Noise latent height in pixels (the guard should use the same)."),
+                io.Int.Input("width", default=0, min=0, max=4096, step=8, optional=True,
+                             tooltip="Noise latent width in pixels; 0 = the model's native size (768 for "
+                                     "v-prediction SD2.x, 1024 for SDXL, else 512). Stored in the calibration; the "
+                                     "guard's auto size then uses it."),
+                io.Int.Input("height", default=0, min=0, max=4096, step=8, optional=True,
+                             tooltip="Noise latent height in pixels (0 = native size, as width)."),
                 io.Int.Input("prompts_per_batch", default=8, min=1, max=256, optional=True,
                              tooltip="Prompts scored together in one U-Net batch (lower it if you run out of memory)."),
             ],
             outputs=[
-                io.Float.Output("AUC", display_name="auc", tooltip="ROC AUC of the fitted score on your lists "
-                                                                   "(in-sample; the report also gives a cross-validated AUC)."),
-                io.Float.Output("TPR", display_name="tpr_at_fpr", tooltip="Best TPR with FPR <= target_fpr."),
+                io.Float.Output("AUC", display_name="auc", tooltip="ROC AUC of the fitted score on your lists, in [0, 1] "
+                                                                   "(higher is better; in-sample, the report also "
+                                                                   "gives a cross-validated AUC)."),
+                io.Float.Output("TPR", display_name="tpr_at_fpr", tooltip="Best TPR with FPR <= target_fpr, in [0, 1]."),
                 io.Float.Output("GAMMA_N", display_name="gamma_norm", tooltip="Fitted weight of the norm term."),
                 io.Float.Output("GAMMA_C", display_name="gamma_cos", tooltip="Fitted weight of the cosine term."),
                 io.Float.Output("THRESHOLD", display_name="threshold", tooltip="Fitted threshold on M."),
@@ -146,7 +158,7 @@ class CalibrateMemorizationGuard(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, clip, memorized_prompts, normal_prompts, name, negative_prompt="", threshold_rule="logistic",
-                target_fpr=0.01, seed=51, n_samples=1, width=512, height=512, prompts_per_batch=8) -> io.NodeOutput:
+                target_fpr=0.01, seed=PAPER_SEED, n_samples=1, width=0, height=0, prompts_per_batch=8) -> io.NodeOutput:
         mem, non = _prompts(memorized_prompts), _prompts(normal_prompts)
         if len(mem) < 2 or len(non) < 2:
             raise ValueError(f"give at least 2 memorized and 2 normal prompts, one per line (got {len(mem)} and "
@@ -155,7 +167,8 @@ class CalibrateMemorizationGuard(io.ComfyNode):
         info = probe.model_info(model)
         if clip is None:
             raise ValueError("connect the CLIP of the checkpoint: the prompt lists must be encoded")
-        settings = detection.DetectorSettings(seed=int(seed), n_samples=int(n_samples), width=int(width), height=int(height))
+        settings = detection.DetectorSettings(seed=int(seed), n_samples=int(n_samples), width=int(width),
+                                              height=int(height)).resolve_size(info.native_size)
         feats, wen = score_prompt_list(model, clip, mem + non, negative_prompt or "", settings, int(prompts_per_batch))
         k = len(mem)
         try:
@@ -165,16 +178,44 @@ class CalibrateMemorizationGuard(io.ComfyNode):
             raise ValueError(f"calibration failed: {e}") from e
         cal.name = fname[:-5]
         cal.model = info.as_dict()
-        cal.settings = {"seed": int(seed), "n_samples": int(n_samples), "width": int(width), "height": int(height),
-                        "negative_prompt": negative_prompt or ""}
+        cal.settings = {"seed": settings.seed, "n_samples": settings.n_samples, "width": settings.width,
+                        "height": settings.height, "negative_prompt": negative_prompt or ""}
         folder = os.path.join(folder_paths.models_dir, CAL_DIR)
         paths = folder_paths.get_folder_paths(CAL_DIR)
         folder = paths[0] if paths else folder
-        save_calibration(cal, os.path.join(folder, fname))
+        path = save_calibration(cal, os.path.join(folder, fname))
         report = _calibration_report(cal, mem, non, feats, wen, fname)
         mt = cal.metrics
         return io.NodeOutput(float(mt["auc"]), float(mt["tpr_at_fpr"]), cal.gamma_norm, cal.gamma_cos, cal.threshold,
-                             fname, report, ui=ui.PreviewText(report))
+                             fname, report, ui=result_ui(*_calibration_panels(cal, mem, non, feats, wen, fname, path)))
+
+
+def _calibration_panels(cal: Calibration, mem, non, feats, wen, fname, path) -> tuple[dict, dict]:
+    """The metrics (AUC, TPR at the target FPR, the chosen threshold, the file written) and the per-prompt scores."""
+    mt = cal.metrics
+    pct = f"{100 * cal.target_fpr:g}%"
+    rows = [["AUC (in-sample)", mt["auc"]], ["AUC (cross-validated)", mt.get("auc_cv", float("nan"))],
+            [f"TPR at {pct} FPR", mt["tpr_at_fpr"]], [f"threshold on M ({cal.threshold_rule})", cal.threshold],
+            ["gamma_n", cal.gamma_norm], ["gamma_c", cal.gamma_cos], ["Wen threshold", cal.wen_threshold],
+            ["Wen AUC", mt.get("wen_auc", float("nan"))]]
+    metrics = panel("Calibrate Memorization Guard", kind="table",
+                    summary=f"AUC {_fmt(mt['auc'], 3)}, TPR@{pct} FPR {_fmt(mt['tpr_at_fpr'], 3)}, flag when "
+                            f"M > {_fmt(cal.threshold, 3)}; wrote {fname}",
+                    columns=[col("metric"), col("value", fmt=".4f")], rows=rows,
+                    notes=[f"file: models/{CAL_DIR}/{fname} (select it in the guard's 'calibration')",
+                           f"flagged: {mt['flagged_memorized']}/{mt['n_memorized']} memorized, "
+                           f"{mt['flagged_normal']}/{mt['n_normal']} normal; AUC and TPR: higher is better, in [0, 1]",
+                           f"written to {os.path.dirname(path)}"])
+    m = cal.score(feats[:, 0].numpy(), feats[:, 1].numpy())
+    labels = ["memorized"] * len(mem) + ["normal"] * len(non)
+    texts = mem + non
+    per = panel("Calibration prompts", summary="M, N, C and Wen per prompt (higher = more likely memorized)",
+                columns=[col("list"), col("M", direction="higher = more likely memorized", fmt=".3f"),
+                         col("N", fmt=".3f"), col("C", fmt=".3f"), col("wen", "Wen", fmt=".3f"), col("prompt")],
+                rows=[[labels[j], float(m[j]), float(feats[j, 0]), float(feats[j, 1]), float(wen[j]), texts[j][:70]]
+                      for j in range(len(texts))],
+                highlight=[j for j in range(len(texts)) if float(m[j]) > cal.threshold])
+    return metrics, per
 
 
 def _calibration_report(cal: Calibration, mem, non, feats, wen, fname) -> str:

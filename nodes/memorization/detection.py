@@ -12,7 +12,7 @@ import torch
 from ..common.comfy_glue import Progress
 from . import anisotropy as an
 from .mitigation import MitigationResult
-from .mitigation_probe import MitigationSettings, mitigate_embeddings
+from .mitigation_probe import MitigationSettings, gradient_model, mitigate_embeddings
 from .probe import ModelInfo, ProbeContext, check_conditioning, model_info, run_probe, seeded_noise, sigma_at, tick
 
 
@@ -20,15 +20,22 @@ from .probe import ModelInfo, ProbeContext, check_conditioning, model_info, run_
 class DetectorSettings:
     seed: int = 51  # run_detection.sh
     n_samples: int = 1
-    width: int = 512
-    height: int = 512
+    width: int = 0  # 0 = the model's native size (768 for SD2-768-v, 1024 for SDXL, else 512)
+    height: int = 0
     wen_steps: int = 1
     cfg: float = 7.5  # only moves the trajectory when wen_steps > 1 (Wen's default guidance)
 
     def latent_hw(self) -> tuple[int, int]:
         if self.width < 8 or self.height < 8:
-            raise ValueError("width and height must be at least 8 pixels")
+            raise ValueError("width and height must be at least 8 pixels (0 = the model's native size, resolved by "
+                             "resolve_size)")
         return self.height // 8, self.width // 8
+
+    def resolve_size(self, native: int) -> DetectorSettings:
+        """0 (auto) for width or height becomes the model's native size (``ModelInfo.native_size``)."""
+        self.width = int(self.width) or int(native)
+        self.height = int(self.height) or int(native)
+        return self
 
 
 @dataclass
@@ -110,33 +117,46 @@ class GuardRun:
     info: ModelInfo | None = None
 
 
+def calls_per_detection(settings: DetectorSettings) -> int:
+    """U-Net calls (progress steps) of one detection: t=981, t=41 and Wen's extra DDIM steps."""
+    return 2 + max(0, int(settings.wen_steps) - 1)
+
+
 def detect(model, positive, negative, settings: DetectorSettings,
-           mitigation: MitigationSettings | None = None) -> GuardRun:
-    """Score every prompt of ``positive``; with ``mitigation``, also optimise the embeddings of flagged prompts."""
+           mitigation: MitigationSettings | None = None, progress: Progress | None = None) -> GuardRun:
+    """Score every prompt of ``positive``; with ``mitigation``, also optimise the embeddings of flagged prompts.
+
+    Detection is one probe run; when a prompt is flagged and mitigation is asked for, the optimisation and the
+    re-scoring of its result are a second probe run on a model that can carry gradients
+    (``mitigation_probe.gradient_model``: the same model, or its non-dynamic delegate under dynamic VRAM)."""
     info = model_info(model)
     n_prompts = check_conditioning(positive, negative)
     if settings.n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {settings.n_samples}")
-    h, w = settings.latent_hw()
+    h, w = settings.resolve_size(info.native_size).latent_hw()
     z = seeded_noise(settings.n_samples, (info.latent_channels, h, w), settings.seed)
     s_n, s_c = sigma_at(model, an.NORM_TIMESTEP), sigma_at(model, an.COSINE_TIMESTEP)
     wen_sig = wen_sigma_grid(model, settings.wen_steps)
-    per_detect = 2 + len(wen_sig) - 1
-    total = per_detect
-    if mitigation is not None:
-        total += (mitigation.max_iters + 1) * (2 if mitigation.score == "anisotropy" else 1) + per_detect
-    progress = Progress(total)
+    per_detect = calls_per_detection(settings)
+    progress = progress if progress is not None else Progress(per_detect)
     noise = z.repeat_interleave(n_prompts, dim=0)
 
-    def fn(ctx: ProbeContext) -> GuardRun:
+    def fn(ctx: ProbeContext) -> DetectionResult:
         rows = _rows(z, n_prompts, ctx.noise.device)
-        det = _detect(ctx, rows, n_prompts, settings, info.prediction, s_n, s_c, wen_sig, progress)
-        run = GuardRun(detection=det, info=info)
-        if mitigation is None:
-            return run
-        score0 = det.anisotropy(mitigation.gamma_n, mitigation.gamma_c) if mitigation.score == "anisotropy" else det.wen
-        if not bool((score0 > mitigation.threshold).any()):
-            return run  # nothing to mitigate
+        return _detect(ctx, rows, n_prompts, settings, info.prediction, s_n, s_c, wen_sig, progress)
+
+    det = run_probe(model, positive, negative, fn, noise, sigmas=[s_n, s_c], cfg=settings.cfg, seed=settings.seed)
+    run = GuardRun(detection=det, info=info)
+    if mitigation is None:
+        return run
+    score0 = det.anisotropy(mitigation.gamma_n, mitigation.gamma_c) if mitigation.score == "anisotropy" else det.wen
+    if not bool((score0 > mitigation.threshold).any()):
+        return run  # nothing to mitigate
+    per_eval = 2 if mitigation.score == "anisotropy" else 1
+    progress = Progress((mitigation.max_iters + 1) * per_eval + per_detect)
+
+    def fn_mitigate(ctx: ProbeContext) -> GuardRun:
+        rows = _rows(z, n_prompts, ctx.noise.device)
         res, new_pos = mitigate_embeddings(ctx, rows, n_prompts, info.prediction, s_n, s_c, mitigation, progress)
         run.mitigation = res
         run.embeddings = res.embeddings
@@ -145,14 +165,15 @@ def detect(model, positive, negative, settings: DetectorSettings,
                                 positive=new_pos)
         return run
 
-    return run_probe(model, positive, negative, fn, noise, sigmas=[s_n, s_c], cfg=settings.cfg, seed=settings.seed)
+    return run_probe(gradient_model(model), positive, negative, fn_mitigate, noise, sigmas=[s_n, s_c],
+                     cfg=settings.cfg, seed=settings.seed)
 
 
 def detect_wen(model, positive, negative, settings: DetectorSettings) -> DetectionResult:
     """Wen et al.'s score alone: ``settings.wen_steps`` U-Net calls (DDIM-50 from t=981 with CFG), no cosine term."""
     info = model_info(model, what="Wen's score")
     n_prompts = check_conditioning(positive, negative)
-    h, w = settings.latent_hw()
+    h, w = settings.resolve_size(info.native_size).latent_hw()
     z = seeded_noise(settings.n_samples, (info.latent_channels, h, w), settings.seed)
     wen_sig = wen_sigma_grid(model, settings.wen_steps)
     progress = Progress(len(wen_sig))

@@ -4,6 +4,15 @@ Mitigation needs gradients although ComfyUI executes nodes under ``torch.inferen
 inference tensors (docs/comfyui-internals.md §7.1): inside ``inference_mode(False)`` the loaded (LoRA-patched)
 U-Net is deep-copied, swapped into the model for the optimisation only, and released afterwards (the original
 module is put back in a ``finally`` block); every input tensor is cloned.
+
+Newer ComfyUI (checked against its 2026 sources; see /work/notes/comfyui-newer-memo.md):
+
+- dynamic VRAM (the default from 0.16, ``ModelPatcherDynamic``) streams weights per layer from host buffers, so
+  there is no resident module to copy; ``gradient_model`` asks for ComfyUI's non-dynamic delegate
+  (``clone(disable_dynamic=True)``, as its torch.compile node does) and says what to do when a loader cannot give
+  one;
+- cond and uncond may run on several GPUs in worker threads under ``no_grad`` (``_calc_cond_batch_multigpu``):
+  every evaluation here passes ``single_device=True`` so the gradient stays on this thread and this copy.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ import gc
 import math
 from dataclasses import dataclass
 
-import comfy.conds
 import comfy.model_management
 import torch
 
@@ -33,16 +41,39 @@ class MitigationSettings:
     max_iters: int = 10
 
 
+def _with_cond(c, tensor: torch.Tensor):
+    """A copy of a comfy.conds object (any subclass, every attribute kept) holding ``tensor``."""
+    out = copy.copy(c)
+    out.cond = tensor
+    return out
+
+
 def _clone_model_conds(entry: dict) -> dict:
     mc = {}
     for k, v in entry.get("model_conds", {}).items():
         cond = getattr(v, "cond", None)
-        mc[k] = v._copy_with(cond.detach().clone()) if isinstance(cond, torch.Tensor) else v
+        mc[k] = _with_cond(v, cond.detach().clone()) if isinstance(cond, torch.Tensor) else v
     return mc
 
 
-def mitigate_embeddings(ctx: ProbeContext, rows: torch.Tensor, n_prompts: int, prediction: str, s_n: float, s_c: float,
-              ms: MitigationSettings, progress: Progress | None) -> tuple[MitigationResult, list[dict]]:
+def gradient_model(model):
+    """``model``, or under dynamic VRAM its non-dynamic delegate, on which a copied U-Net can carry gradients."""
+    is_dynamic = getattr(model, "is_dynamic", None)
+    if not (callable(is_dynamic) and is_dynamic()):
+        return model
+    try:
+        return model.clone(disable_dynamic=True)
+    except (TypeError, RuntimeError) as e:
+        raise RuntimeError(
+            "prompt mitigation needs gradients through a resident copy of the U-Net, and under ComfyUI's dynamic "
+            "VRAM this model's loader cannot give a non-dynamic copy. Load the checkpoint with a core loader (Load "
+            "Checkpoint, Load Diffusion Model), or start ComfyUI with --disable-dynamic-vram, or use action "
+            f"'block'. ({type(e).__name__}: {e})") from e
+
+
+def mitigate_embeddings(ctx: ProbeContext, rows: torch.Tensor, n_prompts: int, prediction: str, s_n: float,
+                        s_c: float, ms: MitigationSettings,
+                        progress: Progress | None) -> tuple[MitigationResult, list[dict]]:
     """Optimise the positive c_crossattn embeddings on a deep copy of the loaded U-Net; returns the new conds."""
     pos_entries = ctx.conds["positive"]
     for e in pos_entries:
@@ -62,16 +93,16 @@ def mitigate_embeddings(ctx: ProbeContext, rows: torch.Tensor, n_prompts: int, p
         x_c = x_rows * math.sqrt(s_c**2 + 1.0)
 
         def with_embeddings(params):
-            return [dict(e, model_conds=dict(e["model_conds"], c_crossattn=comfy.conds.CONDCrossAttn(p)))
+            return [dict(e, model_conds=dict(e["model_conds"], c_crossattn=_with_cond(e["model_conds"]["c_crossattn"], p)))
                     for e, p in zip(base, params)]
 
         def score_fn(params):
             pos = with_embeddings(params)
-            c_n, u_n = ctx.cond_uncond(x_n, s_n, positive=pos, negative=neg)
+            c_n, u_n = ctx.cond_uncond(x_n, s_n, positive=pos, negative=neg, single_device=True)
             tick(progress)
             if ms.score == "wen":
                 return an.per_prompt_mean(an.wen_norm(c_n, u_n, s_n, prediction), n_prompts)
-            c_c, u_c = ctx.cond_uncond(x_c, s_c, positive=pos, negative=neg)
+            c_c, u_c = ctx.cond_uncond(x_c, s_c, positive=pos, negative=neg, single_device=True)
             tick(progress)
             n_ = an.norm_term(c_n, u_n, s_n, prediction)
             c_ = an.cosine_term(x_c, c_c, u_c, s_c, prediction)
@@ -92,7 +123,8 @@ def mitigate_embeddings(ctx: ProbeContext, rows: torch.Tensor, n_prompts: int, p
             del copied
             gc.collect()
             comfy.model_management.soft_empty_cache()
-        new_pos = [dict(e, model_conds=dict(e.get("model_conds", {}),
-                                            c_crossattn=comfy.conds.CONDCrossAttn(emb.to(e["model_conds"]["c_crossattn"].cond.device))))
-                   for e, emb in zip(pos_entries, res.embeddings)]
+        new_pos = []
+        for e, emb in zip(pos_entries, res.embeddings):
+            old = e["model_conds"]["c_crossattn"]
+            new_pos.append(dict(e, model_conds=dict(e["model_conds"], c_crossattn=_with_cond(old, emb.to(old.cond.device)))))
     return res, new_pos

@@ -47,6 +47,7 @@ class ModelInfo:
     latent_channels: int
     num_timesteps: int
     dtype: str
+    native_size: int = 512  # image side (px) the family was trained at; the detector's default noise size
 
     def as_dict(self) -> dict[str, Any]:
         return {"family": self.family, "prediction": self.prediction, "latent_channels": self.latent_channels}
@@ -82,7 +83,24 @@ def model_info(model, what: str = "the memorization scores") -> ModelInfo:
         raise UnsupportedModelError(f"{family} has {lf.latent_dimensions}-D latents (video/audio); the per-pixel "
                                     "cosine term is defined for image latents [B, C, H, W] only")
     return ModelInfo(prediction=pred, family=family, latent_channels=int(getattr(lf, "latent_channels", 4)),
-                     num_timesteps=n_t, dtype=str(model.model_dtype()).replace("torch.", ""))
+                     num_timesteps=n_t, dtype=str(model.model_dtype()).replace("torch.", ""),
+                     native_size=native_image_size(mc, pred))
+
+
+def native_image_size(model_config, prediction: str) -> int:
+    """The side in pixels a family was trained at: 768 for v-prediction SD2.x (SD2-768-v, as the anisotropy
+    paper's SD2 runs and their weights 1 / 0.1), 1024 for SDXL, 512 otherwise (SD1.x, SD2-base)."""
+    import comfy.supported_models as sm
+
+    def is_a(name: str) -> bool:
+        cls = getattr(sm, name, None)
+        return isinstance(cls, type) and isinstance(model_config, cls)
+
+    if is_a("SDXL") or is_a("SDXLRefiner"):
+        return 1024
+    if is_a("SD20") and prediction == "v":
+        return 768
+    return 512
 
 
 def sigma_at(model, timestep: int) -> float:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..common.comfy_types import Trajectory as TrajectoryType
+from ..common.ui import col, panel, result_ui
 from . import anisotropy as an
 from .node_common import CATEGORY
 from .node_common import fmt as _fmt
 
+DEFAULT_THRESHOLD = 1.5  # Wen's target 3 is the norm over a batch of 4 generations: about 1.5 per generation
+HIGHER = "higher = more likely memorized"
+LIST = "List, one value per batch item (a node connected here runs once per item). "
 
 class WenScoreFromTrajectory(io.ComfyNode):
     @classmethod
@@ -19,28 +23,36 @@ class WenScoreFromTrajectory(io.ComfyNode):
             category=CATEGORY,
             description="Wen et al.'s memorization score read for free from a sampling run: the norm of the "
                         "difference between the conditional and unconditional predictions (eps, or v for v models) "
-                        "at the first recorded step(s). Record the run with KSampler (Trajectory) and "
-                        "keep_cond_uncond on, with cfg > 1.",
+                        "at the first recorded step(s), per batch item; >= 0, higher = more likely memorized. Record "
+                        "the run with KSampler (Trajectory) and keep_cond_uncond on, with cfg > 1.",
             inputs=[
                 TrajectoryType.Input("trajectory", tooltip="From KSampler (Trajectory) / Get Captured Trajectory with "
                                                            "keep_cond_uncond on."),
                 io.Int.Input("steps", default=1, min=1, max=1000,
                              tooltip="Mean over the first k recorded steps (1 = Wen's first-step metric)."),
-                io.Float.Input("threshold", default=3.0, min=-1e4, max=1e4, step=0.01,
-                               tooltip="Flag an item when its score is above this (uncalibrated guess: 3, Wen's "
-                                       "mitigation target; calibrate for your model)."),
+                io.Float.Input("threshold", default=DEFAULT_THRESHOLD, min=-1e4, max=1e4, step=0.01,
+                               tooltip="Flag an item when its score is above this. Uncalibrated guess: 1.5 per "
+                                       "sample (Wen et al.'s mitigation target 3 is the norm over a batch of 4 "
+                                       "generations, about 1.5 per generation); calibrate for your model."),
             ],
             outputs=[
-                io.Float.Output("WEN", display_name="wen", is_output_list=True, tooltip="Wen's score per batch item."),
+                io.Float.Output("WEN", display_name="wen", is_output_list=True,
+                                tooltip=LIST + "Wen's score, >= 0 (higher = more likely memorized)."),
                 io.Boolean.Output("MEMORIZED", display_name="memorized", is_output_list=True,
-                                  tooltip="Per batch item: the score is above the threshold."),
+                                  tooltip=LIST + "The score is above the threshold."),
                 io.String.Output("REPORT", display_name="report", tooltip="A readable summary."),
+                io.Boolean.Output("ANY_MEMORIZED", display_name="any_memorized",
+                                  tooltip="One value for the batch: True if any item is flagged."),
+                io.Int.Output("N_MEMORIZED", display_name="n_memorized",
+                              tooltip="One value for the batch: how many items are flagged."),
+                io.Float.Output("MAX_SCORE", display_name="max_score",
+                                tooltip="One value for the batch: the highest score."),
             ],
             is_output_node=True,
         )
 
     @classmethod
-    def execute(cls, trajectory, steps=1, threshold=3.0) -> io.NodeOutput:
+    def execute(cls, trajectory, steps=1, threshold=DEFAULT_THRESHOLD) -> io.NodeOutput:
         t = trajectory
         if t.num_steps == 0:
             raise ValueError("this trajectory recorded no steps")
@@ -65,4 +77,11 @@ class WenScoreFromTrajectory(io.ComfyNode):
         if t.meta.get("storage_dtype") in ("float16", "bfloat16"):
             lines.append("note: stored in reduced precision; record with storage float32 for exact values")
         report = "\n".join(lines)
-        return io.NodeOutput([float(v) for v in vals], flags, report, ui=ui.PreviewText(report))
+        wen = [float(v) for v in vals]
+        shown = panel("Wen Memorization Score", columns=[col("item"), col("wen", "Wen", direction=HIGHER, fmt=".3f"),
+                                                          col("memorized", "memorized")],
+                      rows=[[i, v, f] for i, (v, f) in enumerate(zip(wen, flags))],
+                      summary=f"{sum(flags)} of {len(flags)} flagged: Wen > {_fmt(threshold, 3)} ({HIGHER})",
+                      highlight=[i for i, f in enumerate(flags) if f], notes=lines[:1] + lines[1 + len(wen):])
+        return io.NodeOutput(wen, flags, report, any(flags), int(sum(flags)), max(wen) if wen else float("nan"),
+                             ui=result_ui(shown))

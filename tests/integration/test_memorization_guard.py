@@ -8,7 +8,7 @@ import gc
 import pytest
 import torch
 from _comfy import conditioning, empty_latent, run_v3
-from _memorization import UNetCalls
+from _memorization import FakeClip, UNetCalls, approx
 
 POS = conditioning(11)
 NEG = conditioning(12)
@@ -57,7 +57,8 @@ def test_mitigation_lowers_the_score_and_leaves_nothing_behind(mem, tiny, score)
     assert new_pos[0][1] == POS[0][1]
     # the re-scored output conditioning gives score_after (independent re-run with the report action)
     again = _guard(mem, tiny, positive=new_pos, score=score).args
-    assert (again[1][0] if score == "anisotropy" else again[2][0]) == pytest.approx(after[0], rel=1e-4, abs=1e-5)
+    assert (again[1][0] if score == "anisotropy" else again[2][0]) == approx(after[0], tiny, strict_rtol=1e-4,
+                                                                              strict_atol=1e-5)
     # nothing left behind: same module, same grad flags, no .grad, no extra U-Net alive, options unchanged
     assert tiny.model.diffusion_model is dm_before
     assert _grad_state(tiny) == grads_before
@@ -96,7 +97,59 @@ def test_block_returns_an_execution_blocker_with_the_reason(mem, tiny):
 def test_report_passes_the_conditioning_through_and_shows_text(mem, tiny):
     out = _guard(mem, tiny)
     assert out.args[0] is POS
-    assert out.ui.as_dict()["text"][0].startswith("Memorization Guard")
+    assert out.ui["text"][0].startswith("Memorization Guard: ")
+
+
+def _panel(out, i=0):
+    from diffusion_sentinel.nodes.common.ui import RESULT_KEY
+
+    return out.ui[RESULT_KEY][i]
+
+
+def _column(p, key):
+    j = [c["key"] for c in p["columns"]].index(key)
+    return [r[j] for r in p["rows"]]
+
+
+@pytest.mark.parametrize("action", ["report", "mitigate", "block"])
+def test_the_panel_shows_the_outputs_per_prompt_with_threshold_action_and_direction(mem, tiny, action):
+    pos2 = conditioning(13, batch=2)
+    ref = _guard(mem, tiny, positive=pos2).args
+    thr = (ref[1][0] + ref[1][1]) / 2  # one prompt flagged, one not
+    out = _guard(mem, tiny, positive=pos2, action=action, threshold=thr, mitigation_steps=2)
+    a = out.args
+    p = _panel(out)
+    assert _column(p, "prompt") == [0, 1]
+    assert _column(p, "anisotropy") == a[1] and _column(p, "wen") == a[2] and _column(p, "memorized") == a[3]
+    assert _column(p, "norm") == a[5] and _column(p, "cosine") == a[6]
+    assert p["highlight"] == [i for i, f in enumerate(a[3]) if f] == [int(ref[1][1] > ref[1][0])]
+    assert f"> {thr:.3f}" in p["summary"] and f"action {action}" in p["summary"]
+    assert "higher = more likely memorized" in p["summary"]
+    assert all(c.get("direction") == "higher = more likely memorized" for c in p["columns"]
+               if c["key"] in ("anisotropy", "norm", "cosine", "wen"))
+    if action == "mitigate":
+        assert _column(p, "score_after") == a[4] and a[4][a[3].index(True)] < a[1][a[3].index(True)]
+    else:
+        assert "score_after" not in [c["key"] for c in p["columns"]]
+    # batch-level outputs: one value each, consistent with the lists
+    assert a[9] is True and a[10] == 1 and a[11] == max(a[1])
+    assert "blocked" in p["summary"] if action == "block" else "blocked" not in p["summary"]
+
+
+def test_batch_level_outputs_are_single_values_and_list_tooltips_say_list(mem):
+    schema = mem.MemorizationGuard.GET_SCHEMA()
+    by_name = {o.display_name: o for o in schema.outputs}
+    for name in ("any_memorized", "n_memorized", "max_score", "threshold"):
+        assert not by_name[name].is_output_list
+    for name in ("anisotropy", "wen", "memorized", "score_after", "norm_term", "cosine_term"):
+        assert by_name[name].is_output_list and by_name[name].tooltip.startswith("List, one value per prompt")
+    assert [o.display_name for o in schema.outputs][:9] == ["positive", "anisotropy", "wen", "memorized", "score_after",
+                                                            "norm_term", "cosine_term", "threshold", "report"]
+
+
+def test_nothing_flagged_gives_false_zero_and_the_max(mem, tiny):
+    a = _guard(mem, tiny, threshold=1e6).args
+    assert a[9] is False and a[10] == 0 and a[11] == a[1][0]
 
 
 # ----------------------------------------------------------------------------- Wen from a trajectory
@@ -111,18 +164,23 @@ def _traj(comfy, model, cfg, keep_cond_uncond=True, steps=4):
 
 def test_wen_from_trajectory_by_hand(mem, comfy, tiny):
     traj = _traj(comfy, tiny, cfg=6.0)
-    wen, flags, report = run_v3(mem.WenScoreFromTrajectory, trajectory=traj, steps=2, threshold=0.0).args
+    out = run_v3(mem.WenScoreFromTrajectory, trajectory=traj, steps=2, threshold=0.0)
+    wen, flags, report, any_flag, n_flag, top = out.args
     d = (traj.x0_uncond - traj.x0_cond).float() / traj.sigmas.view(1, -1, 1, 1, 1)
     hand = d.flatten(2).norm(dim=2)[:, :2].mean(dim=1)
-    assert wen == pytest.approx(hand.tolist(), rel=1e-5)
+    assert wen == pytest.approx(hand.tolist(), rel=1e-5)  # float32 arithmetic on the stored tensors, on the CPU
     assert flags == [True, True] and "item 1" in report
+    assert any_flag is True and n_flag == 2 and top == max(wen)
+    p = _panel(out)
+    assert _column(p, "wen") == wen and _column(p, "memorized") == flags and p["highlight"] == [0, 1]
+    assert "Wen > 0.000 (higher = more likely memorized)" in p["summary"]
     # the first recorded step is the sampler's sigma_max (t = 999), not the detector's t = 981
     assert float(traj.sigmas[0]) == pytest.approx(14.6146, abs=1e-3)
 
 
 def test_wen_from_trajectory_errors(mem, comfy, tiny):
     with pytest.raises(ValueError, match="cfg 1"):
-        run_v3(mem.WenScoreFromTrajectory, trajectory=_traj(comfy, tiny, cfg=1.0), steps=1, threshold=3.0)
+        run_v3(mem.WenScoreFromTrajectory, trajectory=_traj(comfy, tiny, cfg=1.0), steps=1, threshold=1.5)
     with pytest.raises(ValueError, match="keep_cond_uncond"):
         run_v3(mem.WenScoreFromTrajectory, trajectory=_traj(comfy, tiny, cfg=5.0, keep_cond_uncond=False), steps=1,
                threshold=3.0)
@@ -138,3 +196,109 @@ def test_guard_on_a_captured_model_records_nothing(mem, comfy, tiny):
     (m,) = run_v3(tn.CaptureTrajectory, model=tiny).args
     _guard(mem, m)
     assert len(find_store(m).runs) == 0
+
+
+# ----------------------------------------------------------------------------- newer ComfyUI: dynamic VRAM, multi-GPU
+def _as_dynamic(model, delegate_error=None):
+    """``model`` posing as a ModelPatcherDynamic (ComfyUI >= 0.16): is_dynamic() and clone(disable_dynamic=...)."""
+    import types
+
+    m = model.clone()
+    calls = []
+    plain_clone = m.clone
+
+    def clone(self, disable_dynamic=False, **kw):
+        calls.append(disable_dynamic)
+        if disable_dynamic and delegate_error is not None:
+            raise delegate_error
+        c = plain_clone()
+        if not disable_dynamic:
+            c.is_dynamic = lambda: True
+            c.clone = types.MethodType(clone, c)
+        return c
+
+    m.is_dynamic = lambda: True
+    m.clone = types.MethodType(clone, m)
+    return m, calls
+
+
+def test_mitigation_under_dynamic_vram_uses_the_non_dynamic_delegate(mem, tiny):
+    ref = _guard(mem, tiny).args
+    m, calls = _as_dynamic(tiny)
+    out = _guard(mem, m, action="mitigate", threshold=ref[1][0] - 0.01, mitigation_steps=2).args
+    assert calls.count(True) == 1  # one delegate, for the optimisation; detection ran on the dynamic model
+    assert out[4][0] < ref[1][0] and out[1] == approx(ref[1], tiny)
+    bad, _ = _as_dynamic(tiny, RuntimeError("Cannot create non-dynamic delegate: cached_patcher_init is not initialized."))
+    with pytest.raises(RuntimeError, match="--disable-dynamic-vram.*cached_patcher_init"):
+        _guard(mem, bad, action="mitigate", threshold=ref[1][0] - 0.01, mitigation_steps=2)
+    assert _guard(mem, bad, action="report").args[1] == approx(ref[1], tiny)  # detection alone needs no delegate
+
+
+def test_gradient_evaluations_stay_on_one_device_and_thread(mem, tiny, monkeypatch):
+    """Newer ComfyUI runs conds on several GPUs in worker threads under no_grad when the model options hold
+    'multigpu_clones'; mitigation (gradients) and the volume JVP (tangents) must not be sent there, detection may."""
+    import comfy.samplers
+
+    seen = []
+    real = comfy.samplers.calc_cond_batch
+
+    def spy(model, conds, x, timestep, model_options):
+        seen.append(("multigpu_clones" in model_options, torch.is_grad_enabled()))
+        return real(model, conds, x, timestep, {k: v for k, v in model_options.items() if k != "multigpu_clones"})
+
+    monkeypatch.setattr(comfy.samplers, "calc_cond_batch", spy)
+    m = tiny.clone()
+    m.model_options["multigpu_clones"] = {}  # what ComfyUI adds when extra GPUs are attached
+    ref = _guard(mem, m).args
+    assert seen and all(multi for multi, _ in seen)  # detection: left to ComfyUI
+    seen.clear()
+    _guard(mem, m, action="mitigate", threshold=ref[1][0] - 0.01, mitigation_steps=1)
+    with_grad = [multi for multi, grad in seen if grad]
+    assert with_grad and not any(with_grad)  # every gradient-carrying evaluation on the main device
+
+
+# ----------------------------------------------------------------------------- the negative prompt
+def _guard_in_graph(mem, model, negative, negative_text, clip=None, link_text=False, **kw):
+    """The guard as node 8 of an API prompt whose negative comes from node 7 (a CLIPTextEncode)."""
+    from comfy_api.latest import io
+
+    prompt = {"7": {"class_type": "CLIPTextEncode",
+                    "inputs": {"text": ["5", 0] if link_text else negative_text, "clip": ["4", 1]}},
+              "8": {"class_type": "SentinelMemorizationGuard", "inputs": {"negative": ["7", 0]}}}
+    with torch.inference_mode():
+        c = mem.MemorizationGuard.PREPARE_CLASS_CLONE({io.Hidden.prompt: prompt, io.Hidden.unique_id: "8"})
+        return c.EXECUTE_NORMALIZED(model=model, positive=POS, negative=negative, clip=clip, **{**SIZE, **kw})
+
+
+def _warnings(out):
+    return [n for n in _panel(out)["notes"] if n.startswith("warning")]
+
+
+def test_a_non_empty_negative_prompt_is_warned_in_the_panel_and_the_log(mem, tiny, caplog):
+    clip = FakeClip()
+    neg_text = clip.encode_from_tokens_scheduled(clip.tokenize("blurry, ugly"))
+    with caplog.at_level("WARNING", logger="diffusion_sentinel"):
+        out = _guard_in_graph(mem, tiny, neg_text, "blurry, ugly")
+    w = _warnings(out)
+    assert len(w) == 1 and 'node 7, CLIPTextEncode: "blurry, ugly"' in w[0] and "EMPTY prompt" in w[0]
+    assert any("negative prompt is not empty" in r.getMessage() for r in caplog.records)
+    assert "negative prompt is not empty" in out.args[8]  # the report output too
+    empty = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    assert _warnings(_guard_in_graph(mem, tiny, empty, "  ")) == []  # whitespace only = empty
+
+
+def test_without_the_text_the_connected_clip_decides(mem, tiny):
+    clip = FakeClip()
+    empty = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    other = clip.encode_from_tokens_scheduled(clip.tokenize("blurry"))
+    # text arriving through a link: the graph cannot tell; no CLIP: no claim either way
+    assert _warnings(_guard_in_graph(mem, tiny, other, None, link_text=True)) == []
+    assert _warnings(_guard_in_graph(mem, tiny, empty, None, link_text=True, clip=clip)) == []
+    w = _warnings(_guard_in_graph(mem, tiny, other, None, link_text=True, clip=clip))
+    assert len(w) == 1 and "differs from the connected CLIP's encoding of the empty prompt" in w[0]
+
+
+def test_a_zeroed_negative_is_warned(mem, tiny):
+    zero = [[torch.zeros(1, 77, 768), {}]]
+    w = _warnings(run_v3(mem.MemorizationGuard, model=tiny, positive=POS, negative=zero, **SIZE))
+    assert len(w) == 1 and "all zeros" in w[0]
