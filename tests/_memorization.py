@@ -10,15 +10,39 @@ import torch
 
 
 def tiny_v_model(seed: int = 0):
-    """A tiny SD15-layout U-Net wrapped as a v-prediction model (as SD 2.x-768)."""
+    """A tiny SD15-layout U-Net wrapped as a v-prediction model (as SD 2.x-768); built by the harness's
+    ``unet_patcher`` (test device and dtype) where the harness has it."""
+    import _comfy
     import comfy.model_base
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
     from _comfy import TINY_UNET, random_init_
 
+    if hasattr(_comfy, "unet_patcher"):
+        return _comfy.unet_patcher(TINY_UNET, seed, model_type=comfy.model_base.ModelType.V_PREDICTION)
     mc = comfy.supported_models.SD15(dict(TINY_UNET, dtype=torch.float32))
     model = comfy.model_base.BaseModel(mc, model_type=comfy.model_base.ModelType.V_PREDICTION, device=torch.device("cpu"))
+    random_init_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def tiny_sd2_v_model(seed: int = 0):
+    """A tiny U-Net with the SD 2.x model config (SD20) as v-prediction, i.e. an SD2-768-v checkpoint in miniature
+    (model_channels 64: SD20 fixes 64 channels per head)."""
+    import _comfy
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    from _comfy import TINY_UNET, random_init_
+
+    cfg = dict(TINY_UNET, model_channels=64)
+    v = comfy.model_base.ModelType.V_PREDICTION
+    if hasattr(_comfy, "unet_patcher"):
+        return _comfy.unet_patcher(cfg, seed, model_type=v, config_class=comfy.supported_models.SD20)
+    mc = comfy.supported_models.SD20(dict(cfg, dtype=torch.float32))
+    model = comfy.model_base.BaseModel(mc, model_type=v, device=torch.device("cpu"))
     random_init_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
 
@@ -93,6 +117,11 @@ def raw_outputs(model, z: torch.Tensor, timestep: int, context: torch.Tensor) ->
 
     Runs wherever the weights are (CPU, or the CUDA device of SENTINEL_TEST_DEVICE) in their dtype; returns float32
     on the CPU."""
+    import _comfy
+
+    if hasattr(_comfy, "unet_call"):  # the harness's loader-faithful direct call
+        with torch.inference_mode():
+            return _comfy.unet_call(model, z, timestep, context.expand(z.shape[0], -1, -1))
     dm = model.model.diffusion_model
     dev, dt = module_device_dtype(dm)
     with torch.inference_mode():

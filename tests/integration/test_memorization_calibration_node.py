@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from _comfy import run_v3
-from _memorization import FakeClip, tiny_v_model
+from _memorization import FakeClip, approx, tiny_v_model
 
 MEM = ["an iconic poster of a movie", "the famous painting everybody knows", "a stock photo of a living room"]
 NON = ["a purple cat riding a bicycle on mars", "a watercolor of three lemons", "an isometric castle made of jelly",
@@ -43,9 +43,9 @@ def test_batched_prompt_scoring_equals_single_prompt_guards(mem, tiny):
     for i, p in enumerate(MEM + NON):
         out = run_v3(mem.MemorizationGuard, model=tiny, positive=clip.encode_from_tokens_scheduled(clip.tokenize(p)),
                      negative=neg, seed=51, **SIZE).args
-        assert float(feats[i, 0]) == pytest.approx(out[5][0], rel=1e-5)
-        assert float(feats[i, 1]) == pytest.approx(out[6][0], rel=1e-4, abs=1e-5)  # fp32, other batch size
-        assert float(wen[i]) == pytest.approx(out[2][0], rel=1e-5)
+        assert float(feats[i, 0]) == approx(out[5][0], tiny)  # batches of 3 vs 1 prompt: kernel rounding
+        assert float(feats[i, 1]) == approx(out[6][0], tiny, strict_rtol=1e-4, strict_atol=1e-5)
+        assert float(wen[i]) == approx(out[2][0], tiny)
 
 
 def test_stack_batches_groups_compatible_prompts(mem):
@@ -59,9 +59,17 @@ def test_stack_batches_groups_compatible_prompts(mem):
 
 def test_calibrate_saves_json_and_the_guard_uses_it(mem, tiny, cal_dir):
     clip = FakeClip(shift={p: 2.0 for p in MEM})  # memorized prompts get a stronger embedding
-    auc, tpr, gn, gc, thr, name, report = run_v3(
+    out = run_v3(
         mem.CalibrateMemorizationGuard, model=tiny, clip=clip, memorized_prompts="\n".join(MEM + ["# a comment", ""]),
-        normal_prompts="\n".join(NON), name="tiny test/../model", seed=51, **SIZE).args
+        normal_prompts="\n".join(NON), name="tiny test/../model", seed=51, **SIZE)
+    auc, tpr, gn, gc, thr, name, report = out.args
+    metrics, per_prompt = out.ui["sentinel_result"]
+    shown = {r[0]: r[1] for r in metrics["rows"]}
+    assert shown["AUC (in-sample)"] == auc and shown["TPR at 1% FPR"] == tpr
+    assert shown["threshold on M (logistic)"] == thr and shown["gamma_c"] == gc
+    assert name in metrics["summary"] and f"models/memorization_calibrations/{name}" in metrics["notes"][0]
+    assert [r[0] for r in per_prompt["rows"]] == ["memorized"] * 3 + ["normal"] * 4
+    assert [r[5] for r in per_prompt["rows"]] == MEM + NON
     assert name == "tiny_test_.._model.json" and (cal_dir / name).is_file()  # no path escapes the folder
     d = json.loads((cal_dir / name).read_text())
     assert d["format"] == "diffusion-sentinel/memorization-calibration"

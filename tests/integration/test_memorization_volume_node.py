@@ -258,3 +258,18 @@ def test_finite_differences_on_an_fp16_model_agree_with_the_jvp(comfy, vae):
     assert (jvp_dt, fd_dt, fd16_dt) == ("float32", "float64", "float16")
     assert fd == pytest.approx(jvp, abs=_jvp_fd_tol(jvp))
     assert all(b - a > 0.2 for a, b in zip(jvp, fd16))  # the failure mode: biased upwards, far outside
+
+
+def test_the_panel_shows_each_image_and_the_batch_level_outputs(mem, tiny, vae, images):
+    from diffusion_sentinel.nodes.common.ui import RESULT_KEY
+
+    out = run_v3(mem.VolumeGrowthRate, model=tiny, vae=vae, image=images, conditioning=COND, mode="directions",
+                 directions=2, steps=1, method="jvp", seed=0)
+    vals, report, top, mean = out.args
+    p = out.ui[RESULT_KEY][0]
+    assert [r[0] for r in p["rows"]] == [0, 1] and [r[1] for r in p["rows"]] == vals
+    assert p["columns"][1]["direction"] == "higher = easier to reproduce"
+    assert p["highlight"] == [vals.index(max(vals))]
+    assert top == max(vals) and mean == pytest.approx(sum(vals) / 2, rel=1e-12)
+    assert "0 = no stretch" in " ".join(p["notes"]) and "computed in float32" in " ".join(p["notes"])
+    assert out.ui["text"][0].startswith("Volume Growth Rate: directions, jvp")
