@@ -13,7 +13,17 @@ from ..common.comfy_glue import Progress
 from . import anisotropy as an
 from .mitigation import MitigationResult
 from .mitigation_probe import MitigationSettings, gradient_model, mitigate_embeddings
-from .probe import ModelInfo, ProbeContext, check_conditioning, model_info, run_probe, seeded_noise, sigma_at, tick
+from .probe import (
+    ModelInfo,
+    ProbeContext,
+    check_conditioning,
+    finish,
+    model_info,
+    run_probe,
+    seeded_noise,
+    sigma_at,
+    tick,
+)
 
 
 @dataclass
@@ -163,6 +173,7 @@ def detect(model, positive, negative, settings: DetectorSettings,
         with torch.no_grad():
             run.after = _detect(ctx, rows, n_prompts, settings, info.prediction, s_n, s_c, wen_sig, progress,
                                 positive=new_pos)
+        finish(progress)  # the optimisation stops as soon as every prompt is under the threshold
         return run
 
     return run_probe(gradient_model(model), positive, negative, fn_mitigate, noise, sigmas=[s_n, s_c],

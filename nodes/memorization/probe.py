@@ -214,3 +214,14 @@ def run_probe(model, positive, negative, fn: Callable[[ProbeContext], Any], nois
 def tick(progress: Progress | None) -> None:
     if progress is not None:
         progress.update()
+
+
+def finish(progress: Progress | None) -> None:
+    """Show 100 % when a loop ends early (mitigation that converged before its last step)."""
+    if progress is None:
+        return
+    done = getattr(progress, "finish", None)
+    if callable(done):
+        done()
+    elif progress.done < progress.total:
+        progress.update(progress.total - progress.done)

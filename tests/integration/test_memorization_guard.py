@@ -302,3 +302,44 @@ def test_a_zeroed_negative_is_warned(mem, tiny):
     zero = [[torch.zeros(1, 77, 768), {}]]
     w = _warnings(run_v3(mem.MemorizationGuard, model=tiny, positive=POS, negative=zero, **SIZE))
     assert len(w) == 1 and "all zeros" in w[0]
+
+
+# ----------------------------------------------------------------------------- progress and Cancel
+@pytest.fixture
+def progress_hook(monkeypatch):
+    import comfy.utils
+
+    seen = []
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", lambda value, total, preview=None, node_id=None:
+                        seen.append((value, total)))
+    return seen
+
+
+def test_the_progress_bar_ends_at_100_percent_when_mitigation_converges_early(mem, tiny, progress_hook):
+    ref = _guard(mem, tiny).args
+    out = _guard(mem, tiny, action="mitigate", threshold=ref[1][0] - 1e-4, mitigation_steps=50).args
+    assert out[4][0] <= ref[1][0] - 1e-4  # converged long before 50 steps
+    value, total = progress_hook[-1]
+    assert value == total and total > 50  # the mitigation bar (50 steps budgeted) shows done
+
+
+def test_cancel_during_mitigation_stops_and_restores_the_model(mem, tiny, monkeypatch):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    ref = _guard(mem, tiny).args
+    dm = tiny.model.diffusion_model
+    calls = []
+
+    def hook(value, total, preview=None, node_id=None):
+        calls.append(value)
+        if len(calls) == 4:  # inside the optimisation
+            mm.interrupt_current_processing(True)
+
+    monkeypatch.setattr(comfy.utils, "PROGRESS_BAR_HOOK", hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _guard(mem, tiny, action="mitigate", threshold=ref[1][0] - 10.0, mitigation_steps=20)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert tiny.model.diffusion_model is dm and len(calls) < 10
