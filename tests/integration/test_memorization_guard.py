@@ -343,3 +343,14 @@ def test_cancel_during_mitigation_stops_and_restores_the_model(mem, tiny, monkey
     finally:
         mm.interrupt_current_processing(False)
     assert tiny.model.diffusion_model is dm and len(calls) < 10
+
+
+@pytest.mark.parametrize("prediction", [["eps"], "abc", None, 3])
+def test_wen_from_a_trajectory_with_tampered_meta_is_a_clear_error(mem, comfy, tiny, prediction):
+    """A TRAJECTORY loaded from a file whose metadata was edited: the pack's error, never a raw TypeError."""
+    import copy
+
+    traj = copy.copy(_traj(comfy, tiny, cfg=5.0, steps=2))
+    traj.meta = dict(traj.meta, prediction=prediction)
+    with pytest.raises(ValueError, match="eps- or v-prediction"):
+        run_v3(mem.WenScoreFromTrajectory, trajectory=traj, steps=1, threshold=1.5)
