@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 def _parse():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", choices=["full", "tiny"], default="full",
-                    help="full: sd15-random.safetensors (full-size SD1.5 U-Net, random weights); tiny: the 2-level test U-Net")
+                    help="full: a checkpoint (default sd15-random.safetensors, the full-size SD1.5 U-Net with random "
+                         "weights; --checkpoint for another); tiny: the 2-level test U-Net")
     ap.add_argument("--checkpoint", default=None, help="path of the full-size checkpoint (default: look it up)")
     ap.add_argument("--size", type=int, default=256, help="image size in pixels (latent = size / 8)")
     ap.add_argument("--reps", type=int, default=5)
@@ -73,7 +74,7 @@ def main() -> None:
         if not path:
             sys.exit("sd15-random.safetensors not found: pass --checkpoint")
         model = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)[0]
-        label = f"full-size SD1.5 U-Net, random weights ({Path(path).name})"
+        label = f"U-Net of {Path(path).name}"
     counter = UNetCalls()
     m = counter.attach(model, key="benchmark.counter")
     pos, neg = conditioning(1, batch=a.prompts), conditioning(2)

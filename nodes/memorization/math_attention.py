@@ -21,7 +21,7 @@ import math
 
 import torch
 
-MAX_LOGITS = 2**27  # elements of one chunk of attention logits (512 MiB in float32)
+MAX_LOGITS = 2**26  # elements of one chunk of attention logits (256 MiB in float32, 512 MiB in float64)
 
 
 def _heads_first(t: torch.Tensor, heads: int, dim_head: int) -> torch.Tensor:
