@@ -123,3 +123,26 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "not found" in r.stderr
     r = _cli("import-joblib", "--joblib", bad, "--out", tmp_path / "x.safetensors")
     assert r.returncode == 2 and "--trust-pickle" in r.stderr
+
+
+def test_cli_out_never_writes_inside_the_pack(tmp_path):
+    """`--out models/artifact_classifiers/x` run from the pack's root would land inside the pack: refused, with
+    where ComfyUI looks; --name writes into ComfyUI's models/artifact_classifiers (found via COMFYUI_PATH)."""
+    X, y = synthetic_series(60, seed=3)
+    data = write_csv(tmp_path / "train.csv", X, y)
+    r = _cli("train", "--data", data, "--out", "models/artifact_classifiers/mine.safetensors", "--cv-seeds", 0)
+    assert r.returncode == 2 and "inside the pack's own folder" in r.stderr and "--name" in r.stderr
+    assert not (ROOT / "models").exists()
+    fake = tmp_path / "ComfyUI"
+    fake.mkdir()
+    (fake / "main.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": "", "COMFYUI_PATH": str(fake)}
+    r = subprocess.run([sys.executable, "-m", "classifiers", "train", "--data", str(data), "--name", "mine",
+                        "--cv-seeds", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    written = fake / "models" / "artifact_classifiers" / "mine.safetensors"
+    assert written.is_file() and str(written) in r.stdout
+    r = subprocess.run([sys.executable, "-m", "classifiers", "train", "--help"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    text = "".join(r.stdout.split())  # argparse wraps (and breaks long paths)
+    assert "--namemine`writes" in text and f"{fake}/models/artifact_classifiers/mine.safetensors" in text
