@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _artifact import synthetic_series, write_csv
+from _artifact import synthetic_series, write_csv, write_legacy_index
 from diffusion_sentinel.classifiers import DatasetError, cross_validate, load_model, read_dataset
-from diffusion_sentinel.classifiers.data import append_index_rows, format_series, parse_label
+from diffusion_sentinel.classifiers.data import format_series, parse_label, write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +42,10 @@ def test_dataset_folder_mixed_lengths_and_nan(tmp_path):
                      "metric": "latent_cosine", "noise_frame": "true", "group": "p1"})
     rows.append({"id": "bad", "naturalness": "natural", "next": format_series([0.1, float("nan")] + [0.5] * 8),
                  "metric": "latent_cosine", "noise_frame": "true"})
-    append_index_rows(tmp_path, rows[:2])
-    append_index_rows(tmp_path, rows[2:])  # appends, header once
-    assert open(tmp_path / "index.csv").read().count("id,naturalness") == 1
+    write_legacy_index(tmp_path, rows[:2])  # a folder of an earlier version (one index.csv) ...
+    for r in rows[2:]:
+        write_sample(tmp_path, r)  # ... with samples of this version added: both are read
+    assert sorted(os.listdir(tmp_path / "samples")) == ["bad.json", "s2.json", "s3.json"]
     ds = read_dataset(tmp_path)
     assert ds.n == 4 and ds.length == 10 and ds.metric == "latent_cosine" and ds.groups == ["p1"] * 4
     assert any("resampled to 10" in n for n in ds.notes) and any("non-finite" in n for n in ds.notes)
@@ -52,13 +53,13 @@ def test_dataset_folder_mixed_lengths_and_nan(tmp_path):
 
 
 def test_dataset_errors(tmp_path):
-    with pytest.raises(DatasetError, match="no index.csv"):
+    with pytest.raises(DatasetError, match="holds no samples"):
         read_dataset(tmp_path)
     (tmp_path / "x.csv").write_text("id,label,series\n1,a,[1]\n")
     with pytest.raises(DatasetError, match="no 'next' column"):
         read_dataset(tmp_path / "x.csv")
     (tmp_path / "y.csv").write_text('naturalness,next\nnatural,"[0.1, oops]"\n')
-    with pytest.raises(DatasetError, match="row 2.*not a JSON list"):
+    with pytest.raises(DatasetError, match="row 2.*not valid JSON"):
         read_dataset(tmp_path / "y.csv")
     (tmp_path / "z.csv").write_text('naturalness,next,metric\nnatural,"[0.1, 0.2]",dreamsim\n'
                                     'unnatural,"[0.1, 0.2]",latent_cosine\n')

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -175,9 +176,14 @@ class Trajectory:
         }
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".partial"
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)  # never leave a half-written file under the real name
+        tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:12]}.partial")
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)  # never leave a half-written file under the real name
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return path
 
     @classmethod
