@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from diffusion_sentinel.nodes.common import ui
 
 
