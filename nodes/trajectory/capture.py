@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .recorder import CaptureOptions, RunRecorder, StopSampling
-from .trajectory import Trajectory
+from .trajectory import Trajectory, check_meta
 
 WRAPPER_KEY = "diffusion_sentinel.trajectory"
 log = logging.getLogger("diffusion_sentinel")
@@ -52,7 +52,11 @@ class CaptureStore:
 
 
 def latent_out(traj: Trajectory, latent: torch.Tensor) -> torch.Tensor:
-    """Model latent space -> the LATENT space sampler nodes return (latent_format.process_out)."""
+    """Model latent space -> the LATENT space sampler nodes return (latent_format.process_out).
+
+    The metadata is checked first (a trajectory may come from an edited file): a TrajectoryError, not a TypeError
+    from ComfyUI or a division by zero, if latent_format or the scale factors are not what a capture writes."""
+    check_meta(traj.meta)
     fmt = _latent_format_object(traj.meta.get("latent_format"))
     if fmt is not None:
         return fmt.process_out(latent)
@@ -67,9 +71,12 @@ def _latent_format_object(name: str | None):
     except ImportError:
         return None
     cls = getattr(lf, name, None)
+    base = getattr(lf, "LatentFormat", None)
+    if not (isinstance(cls, type) and (base is None or issubclass(cls, base))):
+        return None
     try:
-        return cls() if isinstance(cls, type) else None
-    except TypeError:
+        return cls()
+    except Exception:  # a latent format that needs arguments: fall back to the stored scale/shift
         return None
 
 
