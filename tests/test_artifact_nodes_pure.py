@@ -85,14 +85,27 @@ def test_rule_scoring_dreamsim_and_other_metrics():
     X, _ = synthetic_series(6, seed=3)
     s = score_series(_series(X))
     d = late_drawdown(X, 0.4)
-    assert [p > 0.5 for p in s.p] == list(d > 0.017) and s.notes == []
+    rel = d / (X[:, 1:].max(1) - X[:, 1:].min(1))  # the shipped rule: relative late drop, threshold 0.086
+    assert [p > 0.5 for p in s.p] == list(rel > 0.086) and s.notes == [] and s.calibrated
+    expected = 1 / (1 + np.exp(-0.60 * (np.log(rel + 1e-4) - np.log(0.086 + 1e-4))))
+    assert s.p == pytest.approx(expected.tolist())
+    assert s.d_max == pytest.approx(d.tolist()) and s.d_max_relative == pytest.approx(rel.tolist())
     assert s.is_artifact == [p >= 0.5 for p in s.p]
-    with pytest.raises(MetricMismatch, match="calibrated for DreamSim.*dmax_threshold"):
-        score_series(_series(X, "latent_cosine"))
+    # any other metric: the same scale-free rule runs (no threshold needed), with an honest note
+    lc = score_series(_series(X, "latent_cosine"))
+    assert lc.p == pytest.approx(s.p) and not lc.calibrated
+    assert "UNCALIBRATED" in lc.notes[0] and "ranking" in lc.notes[0]
+    # an affine change of the similarity scale changes nothing (that is what makes it usable on any metric)
+    assert score_series(_series(0.2 + 0.3 * X, "latent_cosine")).p == pytest.approx(lc.p)
+    # an explicit dmax_threshold: the absolute D_max rule in the metric's own units
     own = score_series(_series(X, "latent_cosine"), dmax_threshold=0.05)
-    assert [p > 0.5 for p in own.p] == list(d > 0.05)
+    assert [p > 0.5 for p in own.p] == list(d > 0.05) and own.notes == []
     short = score_series(_series(X[:, :20]))
     assert "calibrated on 50-step runs" in short.notes[0]
+    b = s.batch_summary()
+    flags = [p >= 0.5 for p in s.p]
+    assert b == {"any_artifact": any(flags), "all_artifact": all(flags), "n_artifacts": sum(flags),
+                 "best_index": int(np.argmin(s.p))}
 
 
 def test_model_scoring_nonfinite_items_get_one():
