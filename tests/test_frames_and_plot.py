@@ -110,8 +110,8 @@ def test_line_chart_shape_and_content():
 
 def _ink_columns(text, font):
     """Which pixel columns of ``text`` drawn by plot.draw_text hold ink."""
-    from PIL import Image, ImageDraw
     from diffusion_sentinel.nodes.common.plot import draw_text, text_width
+    from PIL import Image, ImageDraw
 
     w = int(text_width(text, font)) + 8
     img = Image.new("L", (w, 24), 255)

@@ -45,7 +45,7 @@ class Judge:
     vae: Any = None
 
     @classmethod
-    def for_model(cls, model: ArtifactModel | None, rule_metric: str = "dreamsim", threshold: float = 0.5,
+    def for_model(cls, model: ArtifactModel | None, rule_metric: str = "latent_cosine", threshold: float = 0.5,
                   dmax_threshold: float = 0.0, vae=None) -> Judge:
         if model is None:
             return cls(None, rule_metric, True, threshold, dmax_threshold, vae)

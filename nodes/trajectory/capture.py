@@ -294,7 +294,10 @@ def _make_sampler_wrapper(store: CaptureStore):
 
 
 def prediction_type(ms) -> str:
-    import comfy.model_sampling as cms
+    try:
+        import comfy.model_sampling as cms
+    except ImportError:  # outside ComfyUI (tests with stand-in models)
+        return type(ms).__name__
 
     for name, cls in (("edm", "EDM"), ("v", "V_PREDICTION"), ("x0", "X0"), ("flow", "CONST"),
                       ("cosmos_rflow", "COSMOS_RFLOW"), ("eps", "EPS")):
