@@ -337,7 +337,8 @@ class SimilarityTrajectory(io.ComfyNode):
         text = json.dumps(payload, allow_nan=True)
         extra = {}
         try:
-            extra = ui.PreviewImage(plot, cls=cls).as_dict()
+            extra = {k: list(v) if isinstance(v, tuple) else v  # ui values must be lists
+                     for k, v in ui.PreviewImage(plot, cls=cls).as_dict().items()}
         except Exception as e:  # no temp folder (unit tests); the chart still goes out as an IMAGE
             log.debug("preview not saved: %s", e)
         p = similarity_panel(series, sums, rel, worst, batch_min)
