@@ -45,10 +45,11 @@ class FakeServer:
 
 @pytest.fixture()
 def registered(comfy):
-    import nodes
     from _server import find_checkpoint
     from diffusion_sentinel.nodes.artifact import comfy_nodes as art
     from diffusion_sentinel.nodes.trajectory import comfy_nodes as traj
+
+    import nodes
 
     if find_checkpoint(TINY) is None:
         pytest.skip(f"{TINY} not found (build it with the harness, or set COMFY_MODELS)")
