@@ -161,3 +161,30 @@ def test_save_and_load_nodes(traj_nodes, traj):
 def test_save_refuses_paths_outside_output(traj_nodes, traj):
     with pytest.raises(Exception, match="outside the output folder"):
         run_v3(traj_nodes.SaveTrajectory, trajectory=traj, filename_prefix="../../escape")
+
+
+def _family_nodes():
+    from diffusion_sentinel.nodes.artifact import comfy_nodes as art
+    from diffusion_sentinel.nodes.trajectory import comfy_nodes as trj
+
+    return trj.NODES + art.NODES
+
+
+def test_every_node_has_help_and_list_outputs_say_so(comfy):
+    """web/docs/<NodeId>.md (the frontend's help panel) for every trajectory and artifact node: it cites the paper
+    and names every output; every list output's tooltip says it is a list."""
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "web" / "docs"
+    for cls in _family_nodes():
+        schema = cls.GET_SCHEMA()
+        text = (docs / f"{schema.node_id}.md").read_text()
+        assert "2412.17109" in text, schema.node_id
+        for out in schema.outputs:
+            name = out.display_name or out.id
+            assert name in text, (schema.node_id, name)
+            tip = (out.tooltip or "").lower()
+            if out.is_output_list:
+                assert "list (one value per" in tip, (schema.node_id, name, tip)
+            else:
+                assert "list (one value per" not in tip, (schema.node_id, name)
