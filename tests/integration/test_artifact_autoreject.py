@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from _artifact import synthetic_series
+import _device
 from _comfy import conditioning, empty_latent, run_node, run_v3
 
 POS, NEG = conditioning(1), conditioning(2)
@@ -143,7 +144,8 @@ def test_per_item_acceptance_resamples_only_the_rest(art, tiny, models_dir):
     # the re-sampled item alone gets the noise KSampler gives it in the full batch (batch_index kept)
     if seeds[bad] == 11:
         ref = ksampler(tiny, 11)[bad]
-        assert torch.allclose(lat["samples"][bad], ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+        t = _device.tol("float32", strict_rtol=1e-4, strict_atol=1e-4)  # sub-batch vs full batch: TF32 on CUDA
+        assert torch.allclose(lat["samples"][bad], ref, rtol=t["rtol"], atol=t["atol"] * float(ref.abs().max()))
     assert rep["image_model_evaluations"] == 2 * STEPS + STEPS
 
 

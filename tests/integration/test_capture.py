@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import _device
 from _comfy import conditioning, empty_latent, run_node, run_v3
 
 POS, NEG = conditioning(1), conditioning(2)
@@ -201,10 +202,12 @@ def test_batch_items_are_independent(comfy, tiny, traj_nodes):
     _, single = _traj_ksampler(traj_nodes, tiny, latent=single_latent, steps=5)
     assert batch.batch_size == 2 and single.batch_size == 1
     assert single.meta["batch_index"] == [1]
-    # equal up to float rounding of batched vs single convolutions (values reach ~40 with random weights)
-    tol = 1e-5 * float(batch.x0.abs().max())
-    assert torch.allclose(batch.x0[1], single.x0[0], rtol=1e-4, atol=tol)
-    assert torch.allclose(batch.x[1], single.x[0], rtol=1e-4, atol=tol)
+    # equal up to float rounding of batched vs single convolutions (values reach ~40 with random weights); on CUDA
+    # TF32 kernels chosen per batch size differ by ~1e-3 relative (tests/_device.py)
+    t = _device.tol("float32", strict_rtol=1e-4, strict_atol=1e-5)
+    atol = t["atol"] * float(batch.x0.abs().max())
+    assert torch.allclose(batch.x0[1], single.x0[0], rtol=t["rtol"], atol=atol)
+    assert torch.allclose(batch.x[1], single.x[0], rtol=t["rtol"], atol=atol)
     assert not torch.allclose(batch.x0[0], batch.x0[1])
     sub = batch.select([1])
     assert torch.equal(sub.x0, batch.x0[1:2])
