@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
+import _device
 import pytest
 import torch
 from _artifact import synthetic_series
-import _device
 from _comfy import conditioning, empty_latent, run_node, run_v3
 
 POS, NEG = conditioning(1), conditioning(2)

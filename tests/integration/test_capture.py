@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import _device
 import pytest
 import torch
-import _device
 from _comfy import conditioning, empty_latent, run_node, run_v3
 
 POS, NEG = conditioning(1), conditioning(2)
