@@ -147,3 +147,21 @@ def test_cli_out_never_writes_inside_the_pack(tmp_path):
                        capture_output=True, text=True, timeout=60)
     text = "".join(r.stdout.split())  # argparse wraps (and breaks long paths)
     assert "--namemine`writes" in text and f"{fake}/models/artifact_classifiers/mine.safetensors" in text
+
+
+def test_damaged_sample_files_are_named(tmp_path):
+    X, y = synthetic_series(3, length=5, seed=1)
+    for i in range(3):
+        write_sample(tmp_path, {"id": f"s{i}", "naturalness": "natural", "next": list(X[i]), "metric": "latent_cosine",
+                                "noise_frame": True})
+    assert read_dataset(tmp_path).n == 3
+    bad = tmp_path / "samples" / "zz.json"
+    bad.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(DatasetError, match="zz.json.*nested too deeply.*remove or fix"):
+        read_dataset(tmp_path)
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(DatasetError, match="zz.json is not a Diffusion Sentinel sample file"):
+        read_dataset(tmp_path)
+    bad.unlink()
+    (tmp_path / "samples" / ".zz.json.123.tmp").write_text("{partial")  # a writer's temporary file: ignored
+    assert read_dataset(tmp_path).n == 3
