@@ -62,7 +62,7 @@ class CaptureStore:
         self._lock = threading.Lock()
         self._by_call: dict[int, RunRecorder] = {}
         self._local = threading.local()
-        self.warnings: list[str] = []
+        self.warnings: deque[str] = deque(maxlen=8)  # memory warnings of the latest runs
 
     # ------------------------------------------------------------------ runs in progress
     @property
