@@ -30,9 +30,16 @@ def srv(server):
     return server
 
 
+# the examples' names before and after they were renamed (example_workflows/api/<new name>.json)
+RENAMED = {"artifact_predict_filter": "artifact_predict_keep_best",
+           "artifact_autoreject": "artifact_auto_reject_sampler",
+           "artifact_collect_dataset": "artifact_collect_training_data"}
+
+
 def _example(name: str) -> Path:
-    """The API form of an example (example_workflows/api/<name>.json, or the older <name>_api.json)."""
-    for cand in (EXAMPLES / "api" / f"{name}.json", EXAMPLES / f"{name}_api.json"):
+    """The API form of an example: example_workflows/api/<name>.json (new names), or the older <name>_api.json."""
+    new = RENAMED.get(name, name)
+    for cand in (EXAMPLES / "api" / f"{new}.json", EXAMPLES / "api" / f"{name}.json", EXAMPLES / f"{name}_api.json"):
         if cand.is_file():
             return cand
     raise FileNotFoundError(f"no API workflow for example {name!r} in {EXAMPLES}")
