@@ -56,10 +56,26 @@ def write_legacy_index(folder, rows):
     return path
 
 
+def install_package_alias() -> None:
+    """Make ``import diffusion_sentinel.<sub>`` work in a fresh process (what tests/conftest.py does for pytest;
+    ``import conftest`` there may find tests/integration/conftest.py first)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "diffusion_sentinel" in sys.modules:
+        return
+    spec = importlib.machinery.ModuleSpec("diffusion_sentinel", None, is_package=True)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__path__ = [str(Path(__file__).resolve().parents[1])]
+    sys.modules["diffusion_sentinel"] = mod
+
+
 def dataset_writer_process(folder, worker, batches):
     """One ComfyUI worker's share of a concurrent-writing test: ``batches`` writes of 3 samples into ``folder``
     (spawned as its own process; value 0 of each series tells the writes apart)."""
-    import conftest  # noqa: F401  (installs the diffusion_sentinel package alias in this new process)
+    install_package_alias()
     import torch
     from diffusion_sentinel.nodes.artifact.dataset_writer import write_samples
     from diffusion_sentinel.nodes.trajectory.similarity import SimilaritySeries
