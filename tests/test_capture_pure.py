@@ -9,7 +9,7 @@ import threading
 
 import pytest
 import torch
-from diffusion_sentinel.nodes.trajectory.capture import attach_capture, find_stores
+from diffusion_sentinel.nodes.trajectory.capture import WRAPPER_KEY, attach_capture, find_stores
 from diffusion_sentinel.nodes.trajectory.recorder import CaptureOptions, CaptureTooLarge
 
 
@@ -42,6 +42,9 @@ class FakePatcher:
 
     def add_wrapper_with_key(self, kind, key, fn):
         self.wrappers.setdefault(kind, {}).setdefault(key, []).append(fn)
+
+    def remove_wrappers_with_key(self, kind, key):
+        self.wrappers.get(kind, {}).pop(key, None)
 
     def get_wrappers(self, kind, key):
         return self.wrappers.get(kind, {}).get(key, [])
@@ -168,6 +171,19 @@ def test_nested_capture_both_record():
     assert torch.allclose(a.x0.half(), b.x0) and b.x is None and a.x is not None
     ref_out, ref = reference(1.0, noise, keep_cu=False)
     assert torch.equal(out, ref_out) and torch.equal(a.x0, ref.x0)
+
+
+def test_removing_the_capture_key_removes_every_capture():
+    """What a probe that is not a sampling run does (the memorization guard): remove WRAPPER_KEY on its clone."""
+    outer_m, outer = attach_capture(FakePatcher(), CaptureOptions(), max_runs=4)
+    inner_m, inner = attach_capture(outer_m, CaptureOptions(), max_runs=4)
+    probe = inner_m.clone()
+    for kind in ("sampler_sample", "predict_noise"):
+        probe.remove_wrappers_with_key(kind, WRAPPER_KEY)
+    sample(probe, FakeGuider(probe, 0.0), SIG, torch.zeros(1, 4, 3, 3))
+    assert not outer.runs and not inner.runs and find_stores(probe) == []
+    sample(inner_m, FakeGuider(inner_m, 0.0), SIG, torch.zeros(1, 4, 3, 3))  # the captured model still records
+    assert len(outer.runs) == len(inner.runs) == 1
 
 
 def test_sampler_arguments_passed_by_name_are_bound():

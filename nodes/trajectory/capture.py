@@ -10,14 +10,13 @@ objects that ``ModelPatcher.clone()`` deep-copies (docs/comfyui-internals.md §7
 Checked against ComfyUI 0.3.64 and the newest source available (notes in README, "Current ComfyUI"): wrapper
 types are feature-detected; the wrappers take ``*args, **kwargs`` and bind the arguments they need by name, so an
 argument added later passes through untouched; runs in progress are keyed by the sampling call (its guider), so
-samplings in several threads through one MODEL never share state; nested captures each keep their own wrappers.
+samplings in several threads through one MODEL never share state; nested captures stack their wrappers.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import deque
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from .recorder import CaptureOptions, RunRecorder, StopSampling, check_capture_memory
 from .trajectory import Trajectory, check_meta
 
-WRAPPER_KEY = "diffusion_sentinel.trajectory"  # prefix; every attach_capture adds its own key (nested captures)
+WRAPPER_KEY = "diffusion_sentinel.trajectory"  # every capture's wrappers, in attach order (nested captures stack)
 log = logging.getLogger("diffusion_sentinel")
 
 # The wrapper types' names, feature-detected: comfy.patcher_extension.WrappersMP.* where it exists (0.3.64 and the
@@ -58,7 +57,7 @@ class CaptureStore:
         self.options = options
         self.runs: deque[Trajectory] = deque(maxlen=max(1, int(max_runs)))
         self.step_listener = step_listener  # (recorder, step_index) -> None; may raise StopSampling
-        self.key = f"{WRAPPER_KEY}:{uuid.uuid4().hex[:12]}"
+        self.key = WRAPPER_KEY
         self._lock = threading.Lock()
         self._by_call: dict[int, RunRecorder] = {}
         self._local = threading.local()
@@ -159,8 +158,10 @@ def _latent_format_object(name: str | None):
 def attach_capture(model, options: CaptureOptions, max_runs: int = 4, step_listener=None):
     """Return (patched clone of ``model``, its CaptureStore). The input MODEL is never modified.
 
-    Every call adds wrappers under its own key, so a capture of an already captured MODEL (Capture Trajectory ->
-    KSampler (Trajectory)) leaves the outer one in place: both record the run.
+    Every call appends its wrappers to the list under ``WRAPPER_KEY`` (it never removes earlier ones), so a capture
+    of an already captured MODEL (Capture Trajectory -> KSampler (Trajectory)) leaves the outer one in place: both
+    record the run. ``model.remove_wrappers_with_key(kind, WRAPPER_KEY)`` on a clone removes every capture (what a
+    probe that is not a sampling run does).
 
     ``step_listener(recorder, step_index)``, if given, is called after every recorded step (after the sampler's
     own callback, so previews and the progress bar are up to date). It may raise
@@ -178,22 +179,13 @@ def attach_capture(model, options: CaptureOptions, max_runs: int = 4, step_liste
     return m, store
 
 
-def _capture_keys(model, kind: str) -> list[str]:
-    wrappers = getattr(model, "wrappers", None)
-    if not isinstance(wrappers, dict):
-        return []
-    return [k for k in wrappers.get(kind, {}) if isinstance(k, str) and k.startswith(WRAPPER_KEY)]
-
-
 def find_stores(model) -> list[CaptureStore]:
     """Every CaptureStore of a MODEL patched by :func:`attach_capture`, innermost (last attached) first."""
-    kind = wrapper_type("SAMPLER_SAMPLE")
     out = []
-    for key in reversed(_capture_keys(model, kind)):
-        for fn in model.get_wrappers(kind, key):
-            store = getattr(fn, "sentinel_store", None)
-            if store is not None and store not in out:
-                out.append(store)
+    for fn in reversed(list(model.get_wrappers(wrapper_type("SAMPLER_SAMPLE"), WRAPPER_KEY))):
+        store = getattr(fn, "sentinel_store", None)
+        if store is not None and store not in out:
+            out.append(store)
     return out
 
 
