@@ -13,7 +13,8 @@ Recipes (``RECIPES``):
   raw series (optionally a slice ``dims``).
 - ``paper_haar_knn``: the variant the paper describes: StandardScaler, a 13-NN cosine "P(artifact)" on the last 32
   values (leave-self-out on training rows), Haar pyramid + time bins + 11 statistics (121 features) -> RF(1000).
-- ``dmax_rule``: the model-free rule: D_max over the last 60 % of the series; artifact when above a threshold.
+- ``dmax_rule``: the model-free rule: D_max over the last 60 % of the series, relative to the series' range (or
+  absolute); artifact when above a threshold.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted
 
-from .features import haar_feature_names, haar_statistics, late_drawdown, log_distance
+from .features import (
+    LATE_WINDOW_START,
+    haar_feature_names,
+    haar_statistics,
+    late_drawdown,
+    log_distance,
+    relative_late_drop,
+)
 from .forest import TreeEnsemble
 
 try:  # scikit-learn >= 1.6
@@ -348,52 +356,86 @@ class PaperHaarKNNClassifier(ArtifactClassifier):
 
 
 # =============================================================================================== model-free rule
-# Calibrated once on the 544 shared trajectories (DreamSim, SD 2.1-base, DDIM 50, noise-frame layout): the window
-# start 0.4 and the threshold are the training-accuracy optimum, chosen identically in every fold of a 10-fold CV
-# (nested CV accuracy 0.691 on 5 seeds); the slope is the log-loss optimum with the centre fixed at the threshold.
+# The shipped rule is the *relative* late drop: D_max over the last 60 % of the series divided by the series' own
+# range (values from 1 in the noise-frame layout). Calibrated once on the 544 shared trajectories (DreamSim,
+# SD 2.1-base, DDIM 50, noise-frame layout): the threshold is the training-accuracy optimum, chosen within 0.001 in
+# every fold of a 10-fold CV (nested CV accuracy 0.697 on 5 seeds, AUC 0.716; the absolute D_max gives 0.690 /
+# 0.708); the slope is the log-loss optimum with the centre fixed at the threshold. Being scale-free (a + b z gives
+# the same value), it runs on any similarity metric without a threshold of its own; on latent_cosine and
+# pixel_ssim series it is UNCALIBRATED (no labelled data of those metrics exists here): P there is a ranking.
+# Compared forms: `python benchmarks/artifact_rule_forms.py --data train.csv`.
 # Reproduce: `python -m classifiers train --model dmax_rule --data train.csv --out rule.safetensors`.
-RULE_DEFAULTS = {"start_fraction": 0.4, "threshold": 0.017, "slope": 0.57, "eps": 1e-4}
+RULE_DEFAULTS = {"start_fraction": LATE_WINDOW_START, "threshold": 0.086, "slope": 0.60, "eps": 1e-4,
+                 "relative": True, "range_start": 1}
+# The absolute form (the rule before it was made scale-free), calibrated the same way: for DreamSim series only.
+ABSOLUTE_RULE_DEFAULTS = {"start_fraction": LATE_WINDOW_START, "threshold": 0.017, "slope": 0.57, "eps": 1e-4,
+                          "relative": False, "range_start": 1}
 RULE_TRAINED_FOR = {"metric": "dreamsim", "noise_frame": True, "length": 50}
+RULE_CALIBRATION = {"data": "544 labelled DreamSim trajectories (SD 2.1-base, DDIM 50 steps, CFG 9)",
+                    "nested_cv_accuracy": 0.697, "auc": 0.716, "majority_class": 0.625}
 
 
 class DmaxRuleClassifier(ArtifactClassifier):
-    """Model-free rule: artifact when D_max, the largest drop from a running peak over the values from
-    ``start_fraction`` of the run on, exceeds ``threshold``.
+    """Model-free rule on D_max, the largest drop from a running peak over the values from ``start_fraction`` of
+    the series on (the last 60 % by default).
 
-    P(artifact) = sigmoid(slope * (ln(D_max + eps) - ln(threshold + eps))), so P = 0.5 exactly at the threshold.
+    ``relative=True`` (default) scores D_max / (max - min of the series from value ``range_start`` on), a number
+    in [0, 1] that does not depend on the similarity metric's scale; ``relative=False`` scores D_max itself.
+    P(artifact) = sigmoid(slope * (ln(score + eps) - ln(threshold + eps))), so P = 0.5 exactly at the threshold.
     ``fit`` learns the threshold (training-accuracy optimum) and the slope (log-loss optimum) where they are None;
-    unfitted, :meth:`calibrated` gives the constants calibrated on DreamSim trajectories (``RULE_DEFAULTS``).
+    unfitted, :meth:`calibrated` gives the shipped constants (``RULE_DEFAULTS``, calibrated on DreamSim series).
+    Files written before ``relative`` existed are absolute rules (the loader sets ``relative=False`` for them).
     """
 
     recipe = "dmax_rule"
     _state_names = ("threshold_", "slope_")
     poor_score = True
 
-    def __init__(self, start_fraction: float = 0.4, threshold: float | None = None, slope: float | None = None,
-                 eps: float = 1e-4):
+    def __init__(self, start_fraction: float = LATE_WINDOW_START, threshold: float | None = None,
+                 slope: float | None = None, eps: float = 1e-4, relative: bool = True, range_start: int = 1):
         self.start_fraction = start_fraction
         self.threshold = threshold
         self.slope = slope
         self.eps = eps
+        self.relative = relative
+        self.range_start = range_start
 
     @classmethod
-    def calibrated(cls, length: int = RULE_TRAINED_FOR["length"]) -> DmaxRuleClassifier:
-        """The rule with the shipped constants, ready to predict (no data needed)."""
-        d = RULE_DEFAULTS
-        rule = cls(start_fraction=d["start_fraction"], threshold=d["threshold"], slope=d["slope"], eps=d["eps"])
+    def calibrated(cls, length: int = RULE_TRAINED_FOR["length"], absolute: bool = False,
+                   range_start: int = 1) -> DmaxRuleClassifier:
+        """The rule with the shipped constants, ready to predict (no data needed). ``absolute``: the D_max form
+        (DreamSim only); ``range_start``: 1 for the noise-frame layout, 0 without the noise frame."""
+        d = ABSOLUTE_RULE_DEFAULTS if absolute else RULE_DEFAULTS
+        return cls.with_threshold(d["threshold"], d["slope"], length, relative=d["relative"],
+                                  start_fraction=d["start_fraction"], eps=d["eps"], range_start=range_start)
+
+    @classmethod
+    def with_threshold(cls, threshold: float, slope: float, length: int, relative: bool, start_fraction: float = 0.4,
+                       eps: float = 1e-4, range_start: int = 1) -> DmaxRuleClassifier:
+        """A ready rule with the given constants."""
+        rule = cls(start_fraction=start_fraction, threshold=float(threshold), slope=float(slope), eps=eps,
+                   relative=bool(relative), range_start=int(range_start))
         rule.classes_ = np.array([0, 1])
         rule.n_features_in_ = int(length)
-        rule.threshold_ = np.array([d["threshold"]], dtype=np.float64)
-        rule.slope_ = np.array([d["slope"]], dtype=np.float64)
+        rule.threshold_ = np.array([float(threshold)], dtype=np.float64)
+        rule.slope_ = np.array([float(slope)], dtype=np.float64)
         return rule
 
     def drawdown(self, X: np.ndarray) -> np.ndarray:
+        """D_max of every row over the late window (the absolute drop, in similarity units)."""
         return late_drawdown(np.asarray(X, dtype=np.float64), self.start_fraction)
+
+    def rule_score(self, X: np.ndarray) -> np.ndarray:
+        """What the threshold applies to: the relative late drop, or D_max for ``relative=False``."""
+        X = np.asarray(X, dtype=np.float64)
+        if self.relative:
+            return relative_late_drop(X, self.start_fraction, int(self.range_start))
+        return self.drawdown(X)
 
     def _fit(self, X, y):
         from sklearn.linear_model import LogisticRegression
 
-        d = self.drawdown(X)
+        d = self.rule_score(X)
         if self.threshold is not None:
             thr = float(self.threshold)
         else:
@@ -409,11 +451,11 @@ class DmaxRuleClassifier(ArtifactClassifier):
         self.slope_ = np.array([slope], dtype=np.float64)
 
     def _proba(self, X):
-        d = self.drawdown(X)
+        d = self.rule_score(X)
         return _sigmoid(self.slope_[0] * (np.log(d + self.eps) - np.log(self.threshold_[0] + self.eps)))
 
     def feature_names(self, length=None):
-        return ["late_d_max"]
+        return ["late_d_max_relative" if self.relative else "late_d_max"]
 
     def _check_state(self):
         if self.threshold_.shape != (1,) or self.slope_.shape != (1,):

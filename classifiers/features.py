@@ -12,8 +12,10 @@ series is an array [n, L]. Everything here is a function of the values only.
   transform; the series is padded to 64 with the constant 1 *after* standard scaling, so the pad value is in scaled
   units; the "entropy" is the Shannon entropy of the counts of exact float values, which for continuous data is
   simply log(n) (it only varies where the padding produces repeated values).
-- :func:`late_drawdown`: D_max, the largest drop from a running peak, over the late part of the series (the
-  model-free rule of Artifact Predict).
+- :func:`late_drawdown`: D_max, the largest drop from a running peak over the last 60 % of the series (from
+  ``LATE_WINDOW_START`` = 0.4 of it on). This is the one D_max of the pack: Similarity Trajectory's ``d_max``
+  output, the rule of Artifact Predict and every report use it. :func:`relative_late_drop` divides it by the
+  series' own range (scale-free: unchanged by any affine change a + b z of the similarity scale, b > 0).
 - :func:`resample_series`: linear resampling to another length (trajectories of another step count).
 """
 
@@ -127,16 +129,51 @@ def max_drawdown(v: np.ndarray) -> float:
     return float((np.maximum.accumulate(v) - v).max())
 
 
-def late_window_start(length: int, start_fraction: float) -> int:
+LATE_WINDOW_START = 0.4  # D_max is measured over the values from 40 % of the series on (the last 60 %)
+
+
+def late_window_start(length: int, start_fraction: float = LATE_WINDOW_START) -> int:
     """First index of the late window: round(start_fraction * length), kept inside the series."""
     return int(min(max(0, round(float(start_fraction) * length)), max(0, length - 1)))
 
 
-def late_drawdown(X: np.ndarray, start_fraction: float = 0.4) -> np.ndarray:
+def late_drawdown(X: np.ndarray, start_fraction: float = LATE_WINDOW_START) -> np.ndarray:
     """D_max of every series over its values from ``start_fraction`` of the run to the end. [n, L] -> [n]."""
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None]
     s = late_window_start(X.shape[1], start_fraction)
     return np.array([max_drawdown(x[s:]) for x in X], dtype=np.float64)
+
+
+def series_range(X: np.ndarray, range_start: int = 1) -> np.ndarray:
+    """max - min of every series over its values from index ``range_start`` on (NaNs skipped). [n, L] -> [n].
+
+    ``range_start`` = 1 in the noise-frame layout (value 0 compares the starting noise and is not a comparison
+    of two predictions), 0 otherwise.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None]
+    out = np.full(X.shape[0], np.nan)
+    for i, x in enumerate(X[:, min(range_start, max(0, X.shape[1] - 1)):]):
+        v = x[np.isfinite(x)]
+        if v.size:
+            out[i] = float(v.max() - v.min())
+    return out
+
+
+def relative_late_drop(X: np.ndarray, start_fraction: float = LATE_WINDOW_START, range_start: int = 1) -> np.ndarray:
+    """D_max (late window) / the series' own range: the late drop in units of how much the series moves at all.
+
+    In [0, 1]; 0 for a flat series (range 0) or one that never drops late. Scale-free: ``a + b * X`` (b > 0) gives
+    the same values, so a threshold on it does not depend on the units of the similarity metric. [n, L] -> [n].
+    """
+    d = late_drawdown(X, start_fraction)
+    r = series_range(X, range_start)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(r > 0, d / np.where(r > 0, r, 1.0), 0.0)
+    return np.where(np.isfinite(d) & np.isfinite(r), out, np.nan)
 
 
 # ----------------------------------------------------------------------------------------------- resampling

@@ -21,6 +21,7 @@ import numpy as np
 
 from .estimators import RECIPES, ArtifactClassifier, make_model
 from .features import resample_series
+from .safefile import HeaderError, check_entries, loads_bounded, read_header
 
 FORMAT_NAME = "diffusion-sentinel/artifact-classifier"
 FORMAT_VERSION = 1
@@ -31,9 +32,13 @@ METRICS = ("latent_cosine", "pixel_ssim", "dreamsim")
 class ModelFileError(ValueError):
     """A model file is missing, corrupt, foreign, pickled, or does not fit the data. The message says what to do."""
 
+    __module__ = "sentinel"  # ComfyUI titles errors with module + name: keep it short
+
 
 class MetricMismatch(ValueError):
     """The series was computed with another similarity metric than the model was trained for."""
+
+    __module__ = "sentinel"
 
 
 @dataclass
@@ -231,8 +236,24 @@ def _sniff(path: str) -> str:
     return "other"
 
 
+FOREST_ARRAYS = tuple(f"forest.{n}" for n in ("roots", "left", "right", "feature", "threshold", "value"))
+
+
+def expected_arrays(recipe: str) -> tuple[set[str], set[str]]:
+    """(allowed, required) array names of a recipe's model file."""
+    names = set(RECIPES[recipe]._state_names)
+    if recipe in ("paper_rf", "paper_haar_knn"):
+        return names | set(FOREST_ARRAYS), names | set(FOREST_ARRAYS)
+    return names, names
+
+
 def load_model(path: str | os.PathLike) -> ArtifactModel:
-    """Read a model written by :meth:`ArtifactModel.save`. Refuses pickles, foreign and corrupt files clearly."""
+    """Read a model written by :meth:`ArtifactModel.save`. Refuses pickles, foreign and corrupt files clearly.
+
+    Everything that can be checked on the header is checked before any array is read (size of the header, our
+    format marker and version, the metadata JSON, the recipe, the names, count and dtypes of the arrays), so a
+    checkpoint or any other large file dropped into models/artifact_classifiers costs a few bytes of reading.
+    """
     from safetensors import safe_open
 
     path = os.fspath(path)
@@ -245,57 +266,59 @@ def load_model(path: str | os.PathLike) -> ArtifactModel:
     if kind in ("pickle", "zip"):
         what = "a Python pickle" if kind == "pickle" else "a zip/PyTorch archive (pickle inside)"
         raise ModelFileError(f"{base} is {what}, not a safetensors classifier. {_PICKLE_HINT}")
+    retrain = ("Train one with the 'Train Artifact Classifier' node or `python -m classifiers train`, or remove "
+               f"{base} from models/artifact_classifiers.")
     try:
-        with safe_open(path, framework="np") as f:
-            header = dict(f.metadata() or {})
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise ModelFileError(
-            f"{base} is not a readable safetensors file ({type(e).__name__}: {e}). It may be truncated or "
-            "corrupt; train or export it again.") from e
+        header, entries = read_header(path)
+    except HeaderError as e:
+        raise ModelFileError(f"{base} is not a Diffusion Sentinel artifact classifier: {e}. {retrain}") from e
     if header.get("format") != FORMAT_NAME:
         raise ModelFileError(
             f"{base} is a safetensors file but not a Diffusion Sentinel artifact classifier "
-            f"(format={header.get('format')!r}; a checkpoint or another tool's file?). Train one with the "
-            "'Train Artifact Classifier' node or `python -m classifiers train`.")
+            f"(format={str(header.get('format'))[:60]!r}; a checkpoint or another tool's file?). {retrain}")
     try:
         version = int(header.get("format_version", "0"))
-    except ValueError:
+    except (TypeError, ValueError):
         version = -1
     if version < 1:
-        raise ModelFileError(f"{base}: invalid format_version {header.get('format_version')!r}")
+        raise ModelFileError(f"{base}: invalid format_version {str(header.get('format_version'))[:40]!r} (the file "
+                             f"was damaged or edited). {retrain}")
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{base} was written by a newer Diffusion Sentinel (model format {version}, this one "
                              f"reads {FORMAT_VERSION}); update the pack")
     try:
-        meta = json.loads(header.get(META_KEY, ""))
-    except json.JSONDecodeError as e:
-        raise ModelFileError(f"{base}: classifier metadata is not valid JSON ({e})") from e
+        meta = loads_bounded(header.get(META_KEY, ""), "its classifier metadata")
+    except HeaderError as e:
+        raise ModelFileError(f"{base}: {e} (the file was damaged or edited). {retrain}") from e
     if not isinstance(meta, dict):
-        raise ModelFileError(f"{base}: classifier metadata must be a JSON object")
+        raise ModelFileError(f"{base}: classifier metadata must be a JSON object. {retrain}")
     recipe = meta.get("recipe")
-    if recipe not in RECIPES:
-        raise ModelFileError(f"{base}: unknown classifier recipe {recipe!r} (known: {sorted(RECIPES)}); "
+    if not isinstance(recipe, str) or recipe not in RECIPES:
+        raise ModelFileError(f"{base}: unknown classifier recipe {str(recipe)[:40]!r} (known: {sorted(RECIPES)}); "
                              "update the pack or retrain")
+    allowed, required = expected_arrays(recipe)
     try:
-        est = make_model(recipe, **(meta.get("params") or {}))
-        for k, v in arrays.items():
-            if v.dtype.kind not in "fiub":
-                raise ValueError(f"array {k} has non-numeric dtype {v.dtype}")
-        expected = set(est._state_names)
-        if any(k.startswith("forest.") for k in arrays) or recipe in ("paper_rf", "paper_haar_knn"):
-            expected |= {f"forest.{n}" for n in ("roots", "left", "right", "feature", "threshold", "value")}
-        unknown = set(arrays) - expected
-        if unknown:
-            raise ValueError(f"unexpected arrays {sorted(unknown)}")
+        check_entries(entries, allowed, required, kind="arrays")
+    except HeaderError as e:
+        raise ModelFileError(f"{base} is a damaged or inconsistent classifier file: {e}. {retrain}") from e
+    try:
+        params = meta.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError("params must be a JSON object")
+        if recipe == "dmax_rule" and "relative" not in params:
+            params = {**params, "relative": False}  # written before the relative form existed: an absolute rule
+        est = make_model(recipe, **params)
+        with safe_open(path, framework="np") as f:
+            arrays = {k: f.get_tensor(k) for k in entries}
         est.load_state(arrays, meta["classes"], meta["n_features_in"])
         tf = TrainedFor.from_dict(meta.get("trained_for") or {})
         if tf.length != est.n_features_in_:
             raise ValueError(f"trained_for.length {tf.length} != n_features_in {est.n_features_in_}")
     except ModelFileError:
         raise
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise ModelFileError(f"{base} is a damaged or inconsistent classifier file: {e}") from e
+    except Exception as e:  # safetensors' own errors, bad shapes, bad params: all mean a damaged file
+        raise ModelFileError(f"{base} is a damaged or inconsistent classifier file: {type(e).__name__}: {e}. "
+                             f"{retrain}") from e
     return ArtifactModel(estimator=est, trained_for=tf, training=meta.get("training") or {}, cv=meta.get("cv"),
                          versions=meta.get("versions") or {}, created=meta.get("created", ""),
                          name=os.path.splitext(base)[0])

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .data import Dataset
-from .estimators import RULE_TRAINED_FOR, DmaxRuleClassifier, make_model
+from .estimators import ALIASES, RULE_TRAINED_FOR, DmaxRuleClassifier, make_model
 from .evaluation import cross_validate
 from .modelfile import ArtifactModel, TrainedFor
 
@@ -16,7 +16,7 @@ def train_model(data: Dataset, recipe: str = "default", params: dict[str, Any] |
                 on_fold: Callable[[int, int], None] | None = None, name: str = "") -> ArtifactModel:
     """Optionally cross-validate (``cv_seeds`` > 0), then fit on all of ``data`` (its first ``prefix`` values for a
     prefix classifier). The CV figures go into the model's metadata."""
-    params = dict(params or {})
+    params = layout_params(recipe, params, data.noise_frame)
     full_length = data.length
     if prefix:
         data = data.prefix(int(prefix))
@@ -33,10 +33,22 @@ def train_model(data: Dataset, recipe: str = "default", params: dict[str, Any] |
     return ArtifactModel(estimator=est, trained_for=tf, training=training, cv=cv, name=name)
 
 
-def default_rule_model() -> ArtifactModel:
-    """The model-free D_max rule with its shipped constants (calibrated on DreamSim series of 50-step runs)."""
-    return ArtifactModel(estimator=DmaxRuleClassifier.calibrated(RULE_TRAINED_FOR["length"]),
-                         trained_for=TrainedFor(**{k: RULE_TRAINED_FOR[k] for k in ("metric", "noise_frame",
-                                                                                     "length")}),
-                         training={"source": "shipped constants (calibrated on the 544 shared trajectories)"},
-                         name="D_max rule")
+def layout_params(recipe: str, params: dict[str, Any] | None, noise_frame: bool) -> dict[str, Any]:
+    """Recipe parameters that follow the series layout: the relative D_max rule measures the series' range from
+    value 1 in the noise-frame layout (value 0 compares the starting noise) and from value 0 otherwise."""
+    params = dict(params or {})
+    if ALIASES.get(recipe, recipe) == "dmax_rule":
+        params.setdefault("range_start", 1 if noise_frame else 0)
+    return params
+
+
+def default_rule_model(metric: str = RULE_TRAINED_FOR["metric"], noise_frame: bool = RULE_TRAINED_FOR["noise_frame"],
+                       length: int = RULE_TRAINED_FOR["length"]) -> ArtifactModel:
+    """The shipped model-free rule (relative late drop; constants calibrated on DreamSim series of 50-step runs),
+    set up for series of this metric, layout and length (the rule reads any length: no resampling)."""
+    est = DmaxRuleClassifier.calibrated(int(length), range_start=1 if noise_frame else 0)
+    calibrated = metric == RULE_TRAINED_FOR["metric"]
+    return ArtifactModel(estimator=est, trained_for=TrainedFor(metric, bool(noise_frame), int(length)),
+                         training={"source": "shipped constants (calibrated on the 544 shared DreamSim trajectories)",
+                                   "calibrated_for_this_metric": calibrated},
+                         name="relative D_max rule")

@@ -35,3 +35,55 @@ def write_csv(path, X, y, ids=None, extra: dict | None = None):
             row += [v[i] if isinstance(v, list) else v for v in (extra or {}).values()]
             w.writerow(row)
     return path
+
+
+def write_legacy_index(folder, rows):
+    """A dataset folder as earlier versions wrote it: every row in one index.csv (INDEX_COLUMNS)."""
+    import csv
+    import os
+
+    from diffusion_sentinel.classifiers.data import INDEX_COLUMNS
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "index.csv")
+    new = not os.path.isfile(path)
+    with open(path, "a", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(INDEX_COLUMNS))
+        if new:
+            w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in INDEX_COLUMNS})
+    return path
+
+
+def install_package_alias() -> None:
+    """Make ``import diffusion_sentinel.<sub>`` work in a fresh process (what tests/conftest.py does for pytest;
+    ``import conftest`` there may find tests/integration/conftest.py first)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "diffusion_sentinel" in sys.modules:
+        return
+    spec = importlib.machinery.ModuleSpec("diffusion_sentinel", None, is_package=True)
+    mod = importlib.util.module_from_spec(spec)
+    mod.__path__ = [str(Path(__file__).resolve().parents[1])]
+    sys.modules["diffusion_sentinel"] = mod
+
+
+def dataset_writer_process(folder, worker, batches):
+    """One ComfyUI worker's share of a concurrent-writing test: ``batches`` writes of 3 samples into ``folder``
+    (spawned as its own process; value 0 of each series tells the writes apart)."""
+    install_package_alias()
+    import torch
+    from diffusion_sentinel.nodes.artifact.dataset_writer import write_samples
+    from diffusion_sentinel.nodes.trajectory.similarity import SimilaritySeries
+    from diffusion_sentinel.nodes.trajectory.trajectory import Trajectory
+
+    for k in range(batches):
+        v = torch.full((3, 4), 0.5, dtype=torch.float64) + 0.01 * torch.arange(4)
+        v[:, 0] = worker + k / 100
+        traj = Trajectory(x0=torch.randn(3, 4, 4, 2, 2), sigmas=torch.linspace(10, 1, 4))
+        write_samples(folder, SimilaritySeries(v, [0, 1, 2, 3], "latent_cosine", True, source={"steps": 4}),
+                      [1, 0, 1], traj, torch.rand(3, 4, 4, 3), group=f"w{worker}")

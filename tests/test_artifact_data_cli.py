@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _artifact import synthetic_series, write_csv
+from _artifact import synthetic_series, write_csv, write_legacy_index
 from diffusion_sentinel.classifiers import DatasetError, cross_validate, load_model, read_dataset
-from diffusion_sentinel.classifiers.data import append_index_rows, format_series, parse_label
+from diffusion_sentinel.classifiers.data import format_series, parse_label, write_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +42,10 @@ def test_dataset_folder_mixed_lengths_and_nan(tmp_path):
                      "metric": "latent_cosine", "noise_frame": "true", "group": "p1"})
     rows.append({"id": "bad", "naturalness": "natural", "next": format_series([0.1, float("nan")] + [0.5] * 8),
                  "metric": "latent_cosine", "noise_frame": "true"})
-    append_index_rows(tmp_path, rows[:2])
-    append_index_rows(tmp_path, rows[2:])  # appends, header once
-    assert open(tmp_path / "index.csv").read().count("id,naturalness") == 1
+    write_legacy_index(tmp_path, rows[:2])  # a folder of an earlier version (one index.csv) ...
+    for r in rows[2:]:
+        write_sample(tmp_path, r)  # ... with samples of this version added: both are read
+    assert sorted(os.listdir(tmp_path / "samples")) == ["bad.json", "s2.json", "s3.json"]
     ds = read_dataset(tmp_path)
     assert ds.n == 4 and ds.length == 10 and ds.metric == "latent_cosine" and ds.groups == ["p1"] * 4
     assert any("resampled to 10" in n for n in ds.notes) and any("non-finite" in n for n in ds.notes)
@@ -52,13 +53,13 @@ def test_dataset_folder_mixed_lengths_and_nan(tmp_path):
 
 
 def test_dataset_errors(tmp_path):
-    with pytest.raises(DatasetError, match="no index.csv"):
+    with pytest.raises(DatasetError, match="holds no samples"):
         read_dataset(tmp_path)
     (tmp_path / "x.csv").write_text("id,label,series\n1,a,[1]\n")
     with pytest.raises(DatasetError, match="no 'next' column"):
         read_dataset(tmp_path / "x.csv")
     (tmp_path / "y.csv").write_text('naturalness,next\nnatural,"[0.1, oops]"\n')
-    with pytest.raises(DatasetError, match="row 2.*not a JSON list"):
+    with pytest.raises(DatasetError, match="row 2.*not valid JSON"):
         read_dataset(tmp_path / "y.csv")
     (tmp_path / "z.csv").write_text('naturalness,next,metric\nnatural,"[0.1, 0.2]",dreamsim\n'
                                     'unnatural,"[0.1, 0.2]",latent_cosine\n')
@@ -123,3 +124,44 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "not found" in r.stderr
     r = _cli("import-joblib", "--joblib", bad, "--out", tmp_path / "x.safetensors")
     assert r.returncode == 2 and "--trust-pickle" in r.stderr
+
+
+def test_cli_out_never_writes_inside_the_pack(tmp_path):
+    """`--out models/artifact_classifiers/x` run from the pack's root would land inside the pack: refused, with
+    where ComfyUI looks; --name writes into ComfyUI's models/artifact_classifiers (found via COMFYUI_PATH)."""
+    X, y = synthetic_series(60, seed=3)
+    data = write_csv(tmp_path / "train.csv", X, y)
+    r = _cli("train", "--data", data, "--out", "models/artifact_classifiers/mine.safetensors", "--cv-seeds", 0)
+    assert r.returncode == 2 and "inside the pack's own folder" in r.stderr and "--name" in r.stderr
+    assert not (ROOT / "models").exists()
+    fake = tmp_path / "ComfyUI"
+    fake.mkdir()
+    (fake / "main.py").write_text("")
+    env = {**os.environ, "PYTHONPATH": "", "COMFYUI_PATH": str(fake)}
+    r = subprocess.run([sys.executable, "-m", "classifiers", "train", "--data", str(data), "--name", "mine",
+                        "--cv-seeds", "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    written = fake / "models" / "artifact_classifiers" / "mine.safetensors"
+    assert written.is_file() and str(written) in r.stdout
+    r = subprocess.run([sys.executable, "-m", "classifiers", "train", "--help"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    text = "".join(r.stdout.split())  # argparse wraps (and breaks long paths)
+    assert "--namemine`writes" in text and f"{fake}/models/artifact_classifiers/mine.safetensors" in text
+
+
+def test_damaged_sample_files_are_named(tmp_path):
+    X, y = synthetic_series(3, length=5, seed=1)
+    for i in range(3):
+        write_sample(tmp_path, {"id": f"s{i}", "naturalness": "natural", "next": list(X[i]), "metric": "latent_cosine",
+                                "noise_frame": True})
+    assert read_dataset(tmp_path).n == 3
+    bad = tmp_path / "samples" / "zz.json"
+    bad.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(DatasetError, match="zz.json.*nested too deeply.*remove or fix"):
+        read_dataset(tmp_path)
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(DatasetError, match="zz.json is not a Diffusion Sentinel sample file"):
+        read_dataset(tmp_path)
+    bad.unlink()
+    (tmp_path / "samples" / ".zz.json.123.tmp").write_text("{partial")  # a writer's temporary file: ignored
+    assert read_dataset(tmp_path).n == 3

@@ -110,19 +110,32 @@ def test_paper_haar_knn_equals_its_recipe_by_hand(data):
 
 def test_dmax_rule(data):
     X, y, Xt, _ = data
+    # the default is the relative (scale-free) form: late D_max / range of values 1..
     rule = DmaxRuleClassifier().fit(X, y)
+    r = late_drawdown(X, 0.4) / (X[:, 1:].max(1) - X[:, 1:].min(1))
+    assert rule.threshold_[0] == pytest.approx(best_threshold(r, y))
+    acc_at = np.mean((r > rule.threshold_[0]) == (y == 1))
+    assert acc_at >= max(np.mean((r > t) == (y == 1)) for t in np.unique(r)) - 1e-12
+    rt = late_drawdown(Xt, 0.4) / (Xt[:, 1:].max(1) - Xt[:, 1:].min(1))
+    assert np.array_equal(rule.predict_proba(Xt)[:, 1] > 0.5, rt > rule.threshold_[0])  # P = 0.5 at the threshold
+    # scale-free: an affine change of the similarity scale gives the same probabilities
+    assert np.allclose(rule.predict_proba(0.3 + 0.5 * Xt), rule.predict_proba(Xt), atol=1e-12)
+    # the absolute form
+    absolute = DmaxRuleClassifier(relative=False).fit(X, y)
     d = late_drawdown(X, 0.4)
-    assert rule.threshold_[0] == pytest.approx(best_threshold(d, y))
-    acc_at = np.mean((d > rule.threshold_[0]) == (y == 1))
-    assert acc_at >= max(np.mean((d > t) == (y == 1)) for t in np.unique(d)) - 1e-12
-    p = rule.predict_proba(Xt)[:, 1]
+    assert absolute.threshold_[0] == pytest.approx(best_threshold(d, y))
     dt = late_drawdown(Xt, 0.4)
-    assert np.array_equal(p > 0.5, dt > rule.threshold_[0])  # P = 0.5 exactly at the threshold
-    fixed = DmaxRuleClassifier(threshold=0.02, slope=1.0).fit(X, y)
+    assert np.array_equal(absolute.predict_proba(Xt)[:, 1] > 0.5, dt > absolute.threshold_[0])
+    fixed = DmaxRuleClassifier(threshold=0.02, slope=1.0, relative=False).fit(X, y)
     expected = 1 / (1 + np.exp(-(np.log(dt + 1e-4) - np.log(0.02 + 1e-4))))
     assert np.allclose(fixed.predict_proba(Xt)[:, 1], expected)
     cal = DmaxRuleClassifier.calibrated()
-    assert cal.threshold_[0] == 0.017 and cal.n_features_in_ == 50
+    assert cal.threshold_[0] == 0.086 and cal.relative and cal.n_features_in_ == 50
+    cal_abs = DmaxRuleClassifier.calibrated(absolute=True)
+    assert cal_abs.threshold_[0] == 0.017 and not cal_abs.relative
+    # the range starts at value 1 (noise-frame layout) or 0 (no noise frame)
+    r0 = late_drawdown(Xt, 0.4) / (Xt.max(1) - Xt.min(1))
+    assert np.allclose(DmaxRuleClassifier.calibrated(range_start=0).rule_score(Xt), r0)
 
 
 def test_labels_and_binary_only():

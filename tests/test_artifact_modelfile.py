@@ -102,11 +102,11 @@ def test_refuses_corrupt_files(tmp_path, data):
     raw = open(good, "rb").read()
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+    with pytest.raises(ModelFileError, match="past the end of the file.*Train one"):
         load_model(trunc)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
-    with pytest.raises(ModelFileError, match="not a readable safetensors"):
+    with pytest.raises(ModelFileError, match="header is not valid JSON"):
         load_model(garbage)
 
     from safetensors import safe_open
@@ -205,3 +205,124 @@ def test_joblib_needs_trust(tmp_path, data):
     assert np.allclose(conv.estimator.predict_proba(Xt)[:, 1], rf.predict_proba(sc.transform(Xt))[:, 0])
     saved = load_model(conv.save(tmp_path / "converted.safetensors"))
     assert np.array_equal(saved.estimator.predict_proba(Xt), conv.estimator.predict_proba(Xt))
+
+
+# ------------------------------------------------------------------------------------------------ headers first
+def _raw_safetensors(path, header: dict, data: bytes = b"") -> str:
+    """Write a safetensors file by hand (any header, however large or odd)."""
+    import struct
+
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        f.write(data)
+    return str(path)
+
+
+@pytest.fixture()
+def no_array_reads(monkeypatch):
+    """Fail the test if any array is read (safetensors.safe_open is how arrays are read)."""
+    import safetensors
+
+    def forbidden(*a, **k):
+        raise AssertionError("an array was read before the header was checked")
+
+    monkeypatch.setattr(safetensors, "safe_open", forbidden)
+
+
+def test_checkpoint_is_refused_from_its_header_without_reading_arrays(tmp_path, no_array_reads):
+    """A checkpoint (foreign header, large data) in models/artifact_classifiers: refused on the header alone."""
+    import os
+
+    path = tmp_path / "checkpoint.safetensors"
+    n = 4 * 1024 * 1024  # 4 MiB of float32 data; reading it is what the old loader did first
+    header = {"__metadata__": {"format": "pt"},
+              "model.diffusion_model.input_blocks.0.0.weight": {"dtype": "F32", "shape": [n // 4],
+                                                                 "data_offsets": [0, n]}}
+    _raw_safetensors(path, header)
+    with open(path, "ab") as f:  # sparse data section: the file is large on disk, cheap to make
+        f.truncate(os.path.getsize(path) + n)
+    with pytest.raises(ModelFileError, match="not a Diffusion Sentinel artifact classifier.*format='pt'"):
+        load_model(path)
+
+
+def test_huge_header_is_refused_by_size_before_parsing(tmp_path, no_array_reads):
+    """300,000 tensor entries (~20 MB of header JSON): refused by the header-size bound without parsing it."""
+    import struct
+
+    path = tmp_path / "many.safetensors"
+    entry = b'"t%06d":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+    body = b"{" + b"".join(entry % i for i in range(300_000))[:-1] + b"}"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(body)))
+        f.write(body)
+        f.write(b"\x00" * 4)
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ModelFileError, match="header is 17,700,001 bytes, more than"):
+        load_model(path)
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_many_tensor_names_are_checked_before_any_array(tmp_path, data, no_array_reads):
+    X, y, _ = data
+    meta = {"format": FORMAT_NAME, "format_version": "1",
+            META_KEY: json.dumps(_model("log_distance", X, y).metadata())}
+    entries = {f"w{i}": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]} for i in range(2000)}
+    path = _raw_safetensors(tmp_path / "names.safetensors", {"__metadata__": meta, **entries}, b"\x00" * 8)
+    with pytest.raises(ModelFileError, match=r"unexpected arrays \['w0', 'w1'.*and 1,995 more"):
+        load_model(path)
+    odd = {"mean_": {"dtype": "STR", "shape": [1], "data_offsets": [0, 4]}}
+    path = _raw_safetensors(tmp_path / "dtype.safetensors", {"__metadata__": meta, **odd}, b"\x00" * 8)
+    with pytest.raises(ModelFileError, match="dtype STR"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_deeply_nested_metadata_is_the_packs_error(tmp_path, data, depth):
+    """Metadata JSON nested deeper than ours ever is (100,000 levels raised RecursionError inside json)."""
+    X, y, _ = data
+    good = _model("log_distance", X, y).save(tmp_path / "good.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(good, framework="np") as f:
+        header = dict(f.metadata())
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    deep = "[" * depth + "]" * depth
+    path = _write_raw(tmp_path / "deep.safetensors", arrays, {**header, META_KEY: deep})
+    with pytest.raises(ModelFileError, match="nested.*deep.*damaged or edited"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("version", ["abc", "", "1.5", "-3"])
+def test_bad_format_version_is_the_packs_error(tmp_path, data, version):
+    X, y, _ = data
+    good = _model("log_distance", X, y).save(tmp_path / "good.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(good, framework="np") as f:
+        header = dict(f.metadata())
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    path = _write_raw(tmp_path / "v.safetensors", arrays, {**header, "format_version": version})
+    with pytest.raises(ModelFileError, match="invalid format_version"):
+        load_model(path)
+
+
+def test_rule_files_written_before_the_relative_form_load_as_absolute(tmp_path, data):
+    X, y, Xt = data
+    m = _model("dmax_rule", X, y)
+    from safetensors import safe_open
+
+    old_meta = m.metadata()
+    old_meta["params"] = {k: v for k, v in old_meta["params"].items() if k not in ("relative", "range_start")}
+    path = m.save(tmp_path / "rule.safetensors")
+    with safe_open(path, framework="np") as f:
+        header = dict(f.metadata())
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+    old = _write_raw(tmp_path / "old_rule.safetensors", arrays, {**header, META_KEY: json.dumps(old_meta)})
+    back = load_model(old)
+    assert back.estimator.relative is False
+    assert load_model(path).estimator.relative is True

@@ -3,6 +3,8 @@ simulation, and the recorder's step-listener hook (no ComfyUI needed)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -83,14 +85,27 @@ def test_rule_scoring_dreamsim_and_other_metrics():
     X, _ = synthetic_series(6, seed=3)
     s = score_series(_series(X))
     d = late_drawdown(X, 0.4)
-    assert [p > 0.5 for p in s.p] == list(d > 0.017) and s.notes == []
+    rel = d / (X[:, 1:].max(1) - X[:, 1:].min(1))  # the shipped rule: relative late drop, threshold 0.086
+    assert [p > 0.5 for p in s.p] == list(rel > 0.086) and s.notes == [] and s.calibrated
+    expected = 1 / (1 + np.exp(-0.60 * (np.log(rel + 1e-4) - np.log(0.086 + 1e-4))))
+    assert s.p == pytest.approx(expected.tolist())
+    assert s.d_max == pytest.approx(d.tolist()) and s.d_max_relative == pytest.approx(rel.tolist())
     assert s.is_artifact == [p >= 0.5 for p in s.p]
-    with pytest.raises(MetricMismatch, match="calibrated for DreamSim.*dmax_threshold"):
-        score_series(_series(X, "latent_cosine"))
+    # any other metric: the same scale-free rule runs (no threshold needed), with an honest note
+    lc = score_series(_series(X, "latent_cosine"))
+    assert lc.p == pytest.approx(s.p) and not lc.calibrated
+    assert "UNCALIBRATED" in lc.notes[0] and "ranking" in lc.notes[0]
+    # an affine change of the similarity scale changes nothing (that is what makes it usable on any metric)
+    assert score_series(_series(0.2 + 0.3 * X, "latent_cosine")).p == pytest.approx(lc.p)
+    # an explicit dmax_threshold: the absolute D_max rule in the metric's own units
     own = score_series(_series(X, "latent_cosine"), dmax_threshold=0.05)
-    assert [p > 0.5 for p in own.p] == list(d > 0.05)
+    assert [p > 0.5 for p in own.p] == list(d > 0.05) and own.notes == []
     short = score_series(_series(X[:, :20]))
     assert "calibrated on 50-step runs" in short.notes[0]
+    b = s.batch_summary()
+    flags = [p >= 0.5 for p in s.p]
+    assert b == {"any_artifact": any(flags), "all_artifact": all(flags), "n_artifacts": sum(flags),
+                 "best_index": int(np.argmin(s.p))}
 
 
 def test_model_scoring_nonfinite_items_get_one():
@@ -128,6 +143,7 @@ def test_write_samples_round_trip(tmp_path):
     ds = read_dataset(tmp_path)
     assert ds.n == 4 and ds.y.tolist() == [1, 0, 0, 0] and ds.metric == "latent_cosine" and ds.noise_frame
     assert np.allclose(ds.X[:2], X) and ds.groups[:2] == ["a cat", "a cat"]
+    assert ds.ids == [r["id"] for r in rows] and len(set(ds.ids)) == 4
     back = Trajectory.load(tmp_path / rows[1]["trajectory"])
     assert torch.equal(back.x0[0], traj.x0[1]) and back.meta["label"] == "natural"
     from PIL import Image
@@ -135,8 +151,72 @@ def test_write_samples_round_trip(tmp_path):
     png = np.asarray(Image.open(tmp_path / rows[0]["image"]))
     assert png.shape == (8, 8, 3) and abs(int(png[0, 0, 0]) - round(float(images[0, 0, 0, 0]) * 255)) <= 1
     assert rows[2]["trajectory"] == "" and rows[2]["image"] == ""
-    with pytest.raises(ValueError, match="IMAGE has 1 image"):
-        write_samples(str(tmp_path), series, [1, 0], None, torch.rand(1, 8, 8, 3))
+    # one file per sample, no index.csv, no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ["dataset.json", "images", "samples", "trajectories"]
+    assert len(os.listdir(tmp_path / "samples")) == 4
+    assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.startswith(".")]
+
+
+def _snapshot(folder):
+    out = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, folder)] = open(p, "rb").read()
+    return out
+
+
+def test_refused_samples_leave_every_file_byte_identical(tmp_path):
+    """A second metric or layout, wrong label count or IMAGE batch: refused before anything is written."""
+    from _artifact import write_legacy_index
+    from diffusion_sentinel.classifiers import DatasetError
+
+    X, _ = synthetic_series(2, length=4, seed=5)
+    new = tmp_path / "new"
+    write_samples(str(new), _series(X, "latent_cosine"), [1, 0], _traj(2), torch.rand(2, 8, 8, 3))
+    legacy = tmp_path / "legacy"  # a folder of an earlier version: rows in index.csv
+    write_legacy_index(legacy, [{"id": "old_0", "naturalness": "natural", "next": "[0.2, 0.9, 0.95, 0.99]",
+                                 "metric": "latent_cosine", "noise_frame": "true"}])
+    for folder in (new, legacy):
+        before = _snapshot(folder)
+        with pytest.raises(DatasetError, match="latent_cosine metric, these use pixel_ssim.*Nothing was written"):
+            write_samples(str(folder), _series(X, "pixel_ssim"), [1, 0], _traj(2), torch.rand(2, 8, 8, 3))
+        with pytest.raises(DatasetError, match="noise_frame on, these have it off"):
+            write_samples(str(folder), _series(X, "latent_cosine", noise_frame=False), [1, 0], _traj(2))
+        with pytest.raises(ValueError, match="3 labels for 2 series"):
+            write_samples(str(folder), _series(X, "latent_cosine"), [1, 0, 1], _traj(2))
+        with pytest.raises(ValueError, match="IMAGE has 1 image"):
+            write_samples(str(folder), _series(X, "latent_cosine"), [1, 0], _traj(2), torch.rand(1, 8, 8, 3))
+        with pytest.raises(ValueError, match="TRAJECTORY has 1 item"):
+            write_samples(str(folder), _series(X, "latent_cosine"), [1, 0], _traj(1))
+        assert _snapshot(folder) == before
+        assert read_dataset(folder).metric == "latent_cosine"
+    # the legacy folder still takes samples of its own metric (and keeps its old row)
+    write_samples(str(legacy), _series(X, "latent_cosine"), [1, 0])
+    assert read_dataset(legacy).ids[0] == "old_0" and read_dataset(legacy).n == 3
+
+
+def test_several_processes_writing_one_folder_lose_nothing(tmp_path):
+    import multiprocessing as mp
+
+    folder = str(tmp_path / "shared")
+    ctx = mp.get_context("spawn")
+    from _artifact import dataset_writer_process
+
+    procs = [ctx.Process(target=dataset_writer_process, args=(folder, w, 4)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=240)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    ds = read_dataset(folder)
+    assert ds.n == 4 * 4 * 3 and len(set(ds.ids)) == ds.n
+    assert sorted({round(float(x), 2) for x in ds.X[:, 0]}) == sorted({w + k / 100 for w in range(4) for k in range(4)})
+    for sub in ("samples", "trajectories", "images"):
+        names = os.listdir(os.path.join(folder, sub))
+        assert len(names) == 48 and not [n for n in names if n.startswith(".")]  # no temporary files left
+    for i in ds.ids:
+        Trajectory.load(os.path.join(folder, "trajectories", f"{i}.safetensors"))  # every file complete
 
 
 # ------------------------------------------------------------------------------------------------ simulation

@@ -106,3 +106,35 @@ def test_line_chart_shape_and_content():
     assert (img < 0.99).any(axis=2).sum() > 2000  # curves, axes and text were drawn
     blank = line_chart([[0.5]], width=200, height=120)
     assert blank.shape == (120, 200, 3)
+
+
+def _ink_columns(text, font):
+    """Which pixel columns of ``text`` drawn by plot.draw_text hold ink."""
+    from diffusion_sentinel.nodes.common.plot import draw_text, text_width
+    from PIL import Image, ImageDraw
+
+    w = int(text_width(text, font)) + 8
+    img = Image.new("L", (w, 24), 255)
+    draw_text(ImageDraw.Draw(img), (2, 4), text, 0, font)
+    return (np.asarray(img) < 160).any(axis=0)
+
+
+def test_chart_text_keeps_its_spaces():
+    """"noise value not shown" was drawn as "noisevaluenotshown": Pillow's default FreeType font has 2 px spaces."""
+    from diffusion_sentinel.nodes.common.plot import default_font, text_width, word_gap
+
+    font = default_font()
+    assert word_gap(font) >= 0.4 * getattr(font, "size", 10)
+    assert text_width("not shown", font) - text_width("notshown", font) >= 3.9
+    ink = _ink_columns("not shown", font)
+    cols = np.nonzero(ink)[0]
+    gaps = np.diff(cols) - 1  # blank columns between consecutive inked columns
+    n_end = int(np.ceil(2 + font.getlength("not")))
+    widest_inside_word = max(gaps[(cols[:-1] < n_end - 3)], default=0)
+    assert gaps.max() >= 4 and gaps.max() > widest_inside_word  # the widest blank run is the space
+    # and the chart draws its title with those gaps (the title's first word starts where draw_text puts it)
+    img = line_chart([[0.5, 0.6]], title="aa bb cc", width=200, height=120)
+    ink = (img[8:20, 64:140] < 0.6).any(axis=(0, 2))
+    cols = np.nonzero(ink)[0]
+    runs = np.diff(cols) - 1
+    assert (runs >= 4).sum() == 2  # three words, two word gaps of at least 4 px

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusion_sentinel.nodes.trajectory.recorder import CaptureOptions, RunRecorder
+from diffusion_sentinel.nodes.trajectory.recorder import (
+    CaptureOptions,
+    CaptureTooLarge,
+    HostCopier,
+    RunRecorder,
+    check_capture_memory,
+    estimate_capture_bytes,
+)
 
 SIG = torch.tensor([10.0, 5.0, 2.0, 1.0, 0.5, 0.0])
 
@@ -130,3 +137,125 @@ def test_options_validated():
         CaptureOptions(every_k=0)
     with pytest.raises(ValueError, match="storage"):
         CaptureOptions(storage="int8")
+
+
+# ------------------------------------------------------------------------------------------------ host copies
+def _sync_reference(events, options, sig):
+    """The synchronous path as it was: one detached CPU copy per stored step, stacked at the end."""
+    steps = [i for i in range(len(events)) if i % options.every_k == 0]
+    if (len(events) - 1) not in steps:
+        steps.append(len(events) - 1)
+    cp = lambda t: t.detach().to("cpu", dtype=options.dtype, copy=True)  # noqa: E731
+    x0 = torch.stack([cp(events[i][2]) for i in steps], 1)
+    x = torch.stack([cp(events[i][0]) for i in steps], 1)
+    cond = torch.stack([cp(events[i][3]) for i in steps], 1)
+    return steps, x0, x, cond
+
+
+@pytest.mark.parametrize("storage,every_k", [("float32", 1), ("float16", 3), ("bfloat16", 2)])
+def test_buffered_copies_equal_the_synchronous_path(storage, every_k):
+    """The time-major host buffers (what CUDA fills asynchronously) hold exactly what per-step copies held."""
+    g = torch.Generator().manual_seed(0)
+    n = 11
+    events = [(torch.randn(2, 4, 5, 5, generator=g), SIG[0], torch.randn(2, 4, 5, 5, generator=g),
+               torch.randn(2, 4, 5, 5, generator=g), torch.randn(2, 4, 5, 5, generator=g)) for _ in range(n)]
+    sig = torch.linspace(10, 0, n + 1)
+    opts = CaptureOptions(every_k=every_k, storage=storage, keep_cond_uncond=True)
+    rec = RunRecorder(opts, sig)
+    for i, (x, _, x0, c, u) in enumerate(events):
+        rec.on_cfg(c, u)
+        rec.on_eval(x, sig[i:i + 1], x0)
+        rec.on_callback(i, x0, x)
+    tr = rec.finish(events[-1][2])
+    steps, x0, x, cond = _sync_reference(events, opts, sig)
+    assert tr.steps.tolist() == steps
+    assert torch.equal(tr.x0, x0) and torch.equal(tr.x, x) and torch.equal(tr.x0_cond, cond)
+    assert tr.x0.dtype == opts.dtype and tr.x0.is_contiguous()
+    assert tr.sigmas.tolist() == pytest.approx([float(sig[i]) for i in steps])
+
+
+class DeferredCopier(HostCopier):
+    """Stands in for CUDA on the CPU: a copy lands in its buffer only at sync(), as a non_blocking copy to pinned
+    memory does. Buffers start as NaN, so reading before sync() shows up as NaN values."""
+
+    def __init__(self):
+        super().__init__(use_async=False)
+        self.pending, self.syncs_with_work = [], 0
+
+    def empty(self, shape, dtype, like):
+        return torch.full(shape, float("nan"), dtype=dtype)
+
+    def copy_into(self, dst, src):
+        self.pending.append((dst, src.detach().clone()))  # stream order: the value at the time of the copy
+
+    def sync(self):
+        if self.pending:
+            self.syncs_with_work += 1
+        for dst, src in self.pending:
+            dst.copy_(src)
+        self.pending.clear()
+
+
+def test_one_sync_per_run_and_before_every_read():
+    cp = DeferredCopier()
+    rec = RunRecorder(CaptureOptions(), SIG, copier=cp)
+    for i in range(5):
+        x, x0 = _t(100 + i), _t(i)
+        rec.on_eval(x, SIG[i].expand(2), x0)
+        rec.on_callback(i, x0, x)
+        x0.fill_(-5)  # the sampler reuses its tensors: the copy was ordered before, so it keeps the old value
+    assert cp.syncs_with_work == 0  # nothing waited while sampling
+    tr = rec.finish(_t(-1))
+    assert cp.syncs_with_work == 1
+    assert tr.x0[0, :, 0, 0, 0].tolist() == [0, 1, 2, 3, 4] and tr.sigmas.tolist() == [10.0, 5.0, 2.0, 1.0, 0.5]
+    assert tr.final[0, 0, 0, 0].item() == -1 and torch.isfinite(tr.noise_frame).all()
+
+
+def test_listener_snapshot_waits_for_the_copies():
+    seen = []
+
+    def listener(rec, idx):
+        snap = rec.snapshot()
+        seen.append((idx, snap.x0[0, :, 0, 0, 0].tolist()))
+
+    cp = DeferredCopier()
+    rec = RunRecorder(CaptureOptions(every_k=2), SIG, step_listener=listener, copier=cp)
+    for i in range(5):
+        rec.on_eval(_t(9), SIG[i].expand(2), _t(i))
+        rec.on_callback(i, rec._evals[-1].x0, _t(9))
+        rec.after_step()
+    assert seen == [(0, [0.0]), (2, [0.0, 2.0]), (4, [0.0, 2.0, 4.0])]  # no NaN: each read came after a sync
+    assert cp.syncs_with_work == 3
+
+
+def test_schedule_callback_without_evaluation_resolved_after_sync():
+    rec = RunRecorder(CaptureOptions(), SIG, copier=DeferredCopier())
+    rec.on_eval(_t(1), SIG[0], _t(0))
+    rec.on_callback(0, _t(0), _t(1))
+    rec.on_callback(3, _t(5), _t(6))  # no evaluation: sigma = schedule[3], read once the copies landed
+    tr = rec.finish()
+    assert tr.sigmas.tolist() == [10.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------------ memory bound
+def test_capture_memory_estimate_is_the_product():
+    o = CaptureOptions()
+    per = 8 * 4 * 64 * 64
+    assert estimate_capture_bytes(o, 50, 8, (4, 64, 64)) == 50 * per * 2 * 4 + 2 * per * 4
+    o16 = CaptureOptions(every_k=4, storage="float16", keep_x=False, keep_cond_uncond=True)
+    assert o16.recorded_steps(50) == 14  # 0, 4, ..., 48 and the last (49)
+    assert estimate_capture_bytes(o16, 50, 8, (4, 64, 64)) == 14 * per * 3 * 2 + 2 * per * 4
+    k5 = CaptureOptions(every_k=5)
+    assert k5.recorded_steps(11) == 3 and k5.recorded_steps(12) == 4 and k5.recorded_steps(10) == 3
+
+
+def test_capture_memory_warns_then_refuses_with_what_to_change():
+    o = CaptureOptions()
+    assert check_capture_memory(o, 20, 1, (4, 64, 64), warn_bytes=2**30, max_bytes=2**31) == ""
+    # 10,000 steps of SD1.5 at 512 px, x kept, float32: 1.2 GiB
+    warn = check_capture_memory(o, 10_000, 1, (4, 64, 64), warn_bytes=2**30, max_bytes=2**34)
+    assert "1.22 GiB" in warn and "every_k_steps 2 (0.61 GiB)" in warn and "storage float16" in warn
+    assert "keep_x off" in warn and "fewer steps" in warn
+    with pytest.raises(CaptureTooLarge, match=r"about 9.77 GiB .*10000 recorded steps x 8 item\(s\) x latent "
+                                              r"4x64x64 x 2 tensor.*limit of 8.00 GiB.*every_k_steps 2"):
+        check_capture_memory(o, 10_000, 8, (4, 64, 64), warn_bytes=2**30, max_bytes=2**33)

@@ -106,14 +106,18 @@ def test_max_drawdown_hand_values():
 
 
 def test_summarize_paper_layout_skips_noise_value():
-    z = torch.tensor([0.25, 0.90, 0.95, 0.80, 0.97, 0.99, 0.995])
-    s = summarize(z, steps=list(range(7)), skip_first=True)
+    z = torch.tensor([0.25, 0.90, 0.95, 0.80, 0.97, 0.99, 0.93, 0.995])
+    s = summarize(z, steps=list(range(8)), skip_first=True)
     assert s.minimum == pytest.approx(0.80) and s.argmin_step == 3
-    assert s.d_max == pytest.approx(0.15)
-    # last half of the 6 values after the noise value: [0.97, 0.99, 0.995]
-    assert s.mean_last_half == pytest.approx((0.97 + 0.99 + 0.995) / 3)
-    s2 = summarize(z, steps=list(range(7)), skip_first=False)
+    # D_max is the drop over the last 60 % (values 3..7: 0.80, 0.97, 0.99, 0.93, 0.995): 0.99 -> 0.93, not the
+    # whole series' 0.95 -> 0.80 (that one is not predictive of artifacts)
+    assert s.d_max == pytest.approx(0.06) and max_drawdown(z[1:]) == pytest.approx(0.15)
+    assert s.d_max_relative == pytest.approx(0.06 / (0.995 - 0.80))  # range of the values after the noise value
+    # last half of the 7 values after the noise value: from index 7 // 2 = 3 on
+    assert s.mean_last_half == pytest.approx((0.97 + 0.99 + 0.93 + 0.995) / 4)
+    s2 = summarize(z, steps=list(range(8)), skip_first=False)
     assert s2.minimum == pytest.approx(0.25) and s2.argmin_step == 0
+    assert s2.d_max == pytest.approx(0.06) and s2.d_max_relative == pytest.approx(0.06 / (0.995 - 0.25))
 
 
 def test_summarize_nan_and_steps():

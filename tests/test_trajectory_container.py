@@ -103,11 +103,11 @@ def test_corrupt_file_refused(tmp_path):
     p = tr.save(tmp_path / "t.safetensors")
     data = open(p, "rb").read()
     open(p, "wb").write(data[: len(data) // 2])
-    with pytest.raises(TrajectoryError, match="not a readable safetensors file"):
+    with pytest.raises(TrajectoryError, match="not a Diffusion Sentinel trajectory.*truncated"):
         Trajectory.load(p)
     q = tmp_path / "junk.safetensors"
     q.write_bytes(b"\x00" * 64)
-    with pytest.raises(TrajectoryError, match="not a readable safetensors file"):
+    with pytest.raises(TrajectoryError, match="not a Diffusion Sentinel trajectory.*header is not valid JSON"):
         Trajectory.load(q)
 
 
@@ -145,3 +145,62 @@ def test_newer_format_and_bad_metadata_refused(tmp_path):
 def test_missing_file():
     with pytest.raises(TrajectoryError, match="not found"):
         Trajectory.load("/nonexistent/t.safetensors")
+
+
+# ------------------------------------------------------------------------------------------------ tampered files
+def _with_header(tmp_path, name, **hdr):
+    from safetensors.torch import save_file
+
+    t = {"x0": torch.zeros(1, 2, 4, 2, 2), "sigmas": torch.ones(2)}
+    meta = {"format": FORMAT_NAME, "format_version": "1", "diffusion_sentinel": "{}"}
+    p = tmp_path / name
+    save_file(t, str(p), metadata={**meta, **hdr})
+    return p
+
+
+@pytest.mark.parametrize("depth", [40, 100_000])
+def test_deeply_nested_metadata_is_the_packs_error(tmp_path, depth):
+    """100,000 levels raised RecursionError inside json; 40 levels would recurse later (saving, reports)."""
+    p = _with_header(tmp_path, "deep.safetensors", diffusion_sentinel="[" * depth + "]" * depth)
+    with pytest.raises(TrajectoryError, match="nested.*deep.*save the trajectory again"):
+        Trajectory.load(p)
+
+
+@pytest.mark.parametrize("version", ["abc", "", "0", "-1", "2.5"])
+def test_bad_format_version_is_the_packs_error(tmp_path, version):
+    p = _with_header(tmp_path, "v.safetensors", format_version=version)
+    with pytest.raises(TrajectoryError, match="invalid format_version"):
+        Trajectory.load(p)
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"latent_format": ["SD15"]}, "latent_format = .* is not a latent format name"),
+    ({"latent_format": "os.system"}, "is not a latent format name"),
+    ({"latent_scale_factor": "abc"}, "latent_scale_factor = 'abc', not a number"),
+    ({"latent_scale_factor": 0}, "latent_scale_factor = 0.0, which cannot be a latent scale"),
+    ({"latent_scale_factor": -2.0}, "cannot be a latent scale"),
+    ({"latent_shift_factor": [1]}, "latent_shift_factor = .*not a number"),
+])
+def test_tampered_latent_metadata_is_refused_on_load_and_on_use(tmp_path, meta, match):
+    p = _with_header(tmp_path, "t.safetensors", diffusion_sentinel=json.dumps(meta))
+    with pytest.raises(TrajectoryError, match=match):
+        Trajectory.load(p)
+    # a TRAJECTORY built in memory with such metadata is refused where it is decoded (no inf frames, no TypeError)
+    from diffusion_sentinel.nodes.trajectory.trajectory import check_meta
+
+    tr = make()
+    tr.meta.update(meta)
+    with pytest.raises(TrajectoryError, match=match):
+        check_meta(tr.meta)  # what the decoding glue (capture.latent_out, Trajectory Frames) calls first
+    if "latent_format" not in meta:
+        with pytest.raises(TrajectoryError, match=match):
+            tr.latent_to_vae_space(tr.x0[0])
+
+
+def test_exceptions_have_short_module_names():
+    """ComfyUI titles an error with type(e).__module__ + qualname: the pack's errors must not show a file path."""
+    from diffusion_sentinel.classifiers import DatasetError, MetricMismatch, ModelFileError
+    from diffusion_sentinel.nodes.trajectory.dreamsim_backend import DreamSimUnavailable
+
+    for cls in (TrajectoryError, DatasetError, MetricMismatch, ModelFileError, DreamSimUnavailable):
+        assert cls.__module__ == "sentinel", cls

@@ -45,7 +45,7 @@ class Judge:
     vae: Any = None
 
     @classmethod
-    def for_model(cls, model: ArtifactModel | None, rule_metric: str = "dreamsim", threshold: float = 0.5,
+    def for_model(cls, model: ArtifactModel | None, rule_metric: str = "latent_cosine", threshold: float = 0.5,
                   dmax_threshold: float = 0.0, vae=None) -> Judge:
         if model is None:
             return cls(None, rule_metric, True, threshold, dmax_threshold, vae)
@@ -136,6 +136,22 @@ def _sub_latent(latent: dict, items: list[int], batch: int) -> dict:
     return take_latent(base, items, batch)
 
 
+def _fix_empty_latent_channels(model, latent: dict):
+    """comfy.sample.fix_empty_latent_channels, with the LATENT's downscale ratios where this ComfyUI takes them
+    (newer versions: (model, samples, spatial, temporal); 0.3.64: (model, samples)). Feature-detected."""
+    import inspect
+
+    fn = comfy.sample.fix_empty_latent_channels
+    try:
+        n_params = len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        n_params = 2
+    if n_params >= 4:
+        return fn(model, latent["samples"], latent.get("downscale_ratio_spacial"),
+                  latent.get("downscale_ratio_temporal"))
+    return fn(model, latent["samples"])
+
+
 def _preview_fn(model):
     import latent_preview
 
@@ -190,7 +206,7 @@ def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, sch
             if img is not None:
                 progress.bar.update_absolute(progress.done, progress.total, img)
 
-        lat = comfy.sample.fix_empty_latent_channels(m, sub["samples"])
+        lat = _fix_empty_latent_channels(m, sub)
         noise = comfy.sample.prepare_noise(lat, seed_t, sub.get("batch_index"))
         out = comfy.sample.sample(m, noise, steps, cfg, sampler_name, scheduler, positive, negative, lat,
                                   denoise=denoise, noise_mask=sub.get("noise_mask"), callback=callback,
@@ -233,6 +249,8 @@ def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, sch
     if len(chosen) != batch:  # cannot happen: the last try always completes
         raise RuntimeError("auto-reject ended without a complete image for every item")
     out_latent = dict(latent)
+    for key in ("downscale_ratio_spacial", "downscale_ratio_temporal"):  # what KSampler drops from its output
+        out_latent.pop(key, None)
     out_latent["samples"] = torch.cat([b["latent"] for b in chosen], dim=0)
     seeds = [int(b["seed"]) for b in chosen]
     traj_out, traj_err = None, ""

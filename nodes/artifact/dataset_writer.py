@@ -1,21 +1,35 @@
 """Writing labelled samples into a dataset folder (layout: classifiers/data.py). Pure (torch, Pillow for PNGs).
 
 One sample per batch item: ``trajectories/<id>.safetensors`` (the item's TRAJECTORY, optional), ``images/<id>.png``
-(optional) and one row in ``index.csv`` with the label and the similarity series, which is all training needs.
+(optional) and ``samples/<id>.json`` with the label and the similarity series, which is all training needs.
+Everything is checked before the first byte is written (labels, batch sizes, images, the folder's metric and
+layout), so a refused input leaves the folder exactly as it was. Each file is written under a temporary name and
+renamed into place, and the sample file comes last, so a reader (or another ComfyUI worker writing the same folder)
+sees a sample completely or not at all.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import re
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ...classifiers.data import append_index_rows, format_series, label_name, parse_label
+from ...classifiers.data import (
+    DatasetError,
+    atomic_write_bytes,
+    check_layout,
+    claim_layout,
+    label_name,
+    new_batch_key,
+    new_sample_id,
+    parse_label,
+    write_sample,
+)
 from ..trajectory.similarity import SimilaritySeries
 from ..trajectory.trajectory import Trajectory
 
@@ -43,48 +57,71 @@ def parse_labels(labels: str, default: str, batch: int) -> list[int]:
     return [parse_label(s, f" (item {i})") for i, s in enumerate(items)]
 
 
-def save_png(image: torch.Tensor, path: str) -> None:
+def png_bytes(image: torch.Tensor) -> bytes:
+    """One IMAGE item [H, W, C] (C = 1, 3 or 4; values 0..1) as PNG bytes."""
     from PIL import Image
 
     arr = (image.detach().float().cpu().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(arr).save(path)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(image: torch.Tensor, path: str) -> None:
+    atomic_write_bytes(path, png_bytes(image))
+
+
+def _check_images(images: torch.Tensor | None, b: int) -> None:
+    if images is None:
+        return
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"IMAGE must be a batch [n, height, width, channels] with 1, 3 or 4 channels; got {shape}")
+    if images.shape[0] != b:
+        raise ValueError(f"IMAGE has {images.shape[0]} image(s) for {b} series: connect the decoded images of the "
+                         "same batch")
 
 
 def write_samples(folder: str, series: SimilaritySeries, labels: Sequence[int], trajectory: Trajectory | None = None,
                   images: torch.Tensor | None = None, group: str = "") -> list[dict]:
-    """Write one sample per batch item; returns the index rows written."""
+    """Write one sample per batch item; returns the sample rows written. Validates everything first."""
     b = series.batch_size
     if len(labels) != b:
         raise ValueError(f"{len(labels)} labels for {b} series")
+    labels = [int(v) for v in labels]
+    if any(v not in (0, 1) for v in labels):
+        raise ValueError(f"labels must be 0 (natural) or 1 (artifact), got {labels}")
     if trajectory is not None and trajectory.batch_size != b:
         raise ValueError(f"the TRAJECTORY has {trajectory.batch_size} item(s) but the series has {b}")
-    if images is not None and images.shape[0] != b:
-        raise ValueError(f"IMAGE has {images.shape[0]} image(s) for {b} series: connect the decoded images of the "
-                         "same batch")
-    os.makedirs(folder, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    _check_images(images, b)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise DatasetError(f"{folder} exists and is not a folder; choose another dataset name")
+    check_layout(folder, series.metric, bool(series.noise_frame))  # reads only: refuse before writing anything
     src = series.source or {}
     seeds = (trajectory.meta.get("seeds") if trajectory is not None else None) or []
+    created = datetime.datetime.now().isoformat(timespec="seconds")
     rows = []
+    key = new_batch_key()
     for i in range(b):
-        sid = f"{stamp}-{uuid.uuid4().hex[:8]}_{i}"
-        traj_rel = img_rel = ""
-        if trajectory is not None:
-            traj_rel = os.path.join("trajectories", f"{sid}.safetensors")
-            trajectory.item(i).save(os.path.join(folder, traj_rel), extra_meta={"label": label_name(labels[i])})
-        if images is not None:
-            img_rel = os.path.join("images", f"{sid}.png")
-            save_png(images[i], os.path.join(folder, img_rel))
+        sid = new_sample_id(i, key)
         seed = seeds[i] if i < len(seeds) else src.get("seed")
         rows.append({
-            "id": sid, "naturalness": label_name(labels[i]), "next": format_series(series.values[i].tolist()),
-            "metric": series.metric, "noise_frame": str(bool(series.noise_frame)).lower(), "steps": src.get("steps"),
+            "id": sid, "naturalness": label_name(labels[i]), "next": [float(v) for v in series.values[i].tolist()],
+            "metric": series.metric, "noise_frame": bool(series.noise_frame), "steps": src.get("steps"),
             "group": group, "sampler": src.get("sampler"), "scheduler": src.get("scheduler"), "cfg": src.get("cfg"),
-            "seed": seed, "batch_item": i, "model_family": src.get("model_family"), "trajectory": traj_rel,
-            "image": img_rel, "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            "seed": seed, "batch_item": i, "model_family": src.get("model_family"),
+            "trajectory": os.path.join("trajectories", f"{sid}.safetensors") if trajectory is not None else "",
+            "image": os.path.join("images", f"{sid}.png") if images is not None else "", "created": created,
         })
-    append_index_rows(folder, rows)
+    # ---- writing: the folder's layout first (once, atomically), then per item its files and last its sample
+    claim_layout(folder, series.metric, bool(series.noise_frame))
+    for i, row in enumerate(rows):
+        if trajectory is not None:
+            trajectory.item(i).save(os.path.join(folder, row["trajectory"]),
+                                    extra_meta={"label": label_name(labels[i])})
+        if images is not None:
+            save_png(images[i], os.path.join(folder, row["image"]))
+        write_sample(folder, row)
     return rows

@@ -16,6 +16,44 @@ PALETTE = [
 ]
 
 
+def default_font():
+    """Pillow's default font (FreeType "Aileron" 10 px since Pillow 10.1, a bitmap font before)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default()
+
+
+def word_gap(font) -> float:
+    """The gap drawn between words: the font's own space, but at least 0.4 em. Pillow's FreeType default font
+    has a 2 px space at 10 px, which made "not shown" read as "notshown" on the charts."""
+    size = float(getattr(font, "size", 10) or 10)
+    try:
+        space = float(font.getlength(" "))
+    except AttributeError:
+        space = 0.0
+    return max(space, 0.4 * size)
+
+
+def text_width(text: str, font) -> float:
+    """Width in pixels of ``text`` as :func:`draw_text` draws it."""
+    words = str(text).split(" ")
+    widths = [float(font.getlength(w)) if w else 0.0 for w in words]
+    return sum(widths) + word_gap(font) * (len(words) - 1)
+
+
+def draw_text(draw, xy: tuple[float, float], text: str, fill, font) -> float:
+    """Draw ``text`` word by word with :func:`word_gap` between words; returns the width drawn."""
+    x, y = xy
+    gap = word_gap(font)
+    for i, w in enumerate(str(text).split(" ")):
+        if i:
+            x += gap
+        if w:
+            draw.text((x, y), w, fill=fill, font=font)
+            x += float(font.getlength(w))
+    return x - xy[0]
+
+
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo]
@@ -46,11 +84,11 @@ def line_chart(
     ``series`` one list of values per curve (NaN leaves a gap); ``x`` shared x values (default 0..L-1);
     ``markers`` per curve an optional (index into the curve) to circle, e.g. the argmin.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), (255, 255, 255))
     d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
+    font = default_font()
     n_pts = max((len(s) for s in series), default=0)
     xs = list(x) if x is not None else list(range(n_pts))
     vals = [float(v) for s in series for v in s if v is not None and math.isfinite(float(v))]
@@ -83,11 +121,11 @@ def line_chart(
         d.text((xp - 6, top + ph + 4), f"{t:g}", fill=(60, 60, 60), font=font)
     d.rectangle([left, top, left + pw, top + ph], outline=(90, 90, 90))
     if title:
-        d.text((left, 8), title, fill=(0, 0, 0), font=font)
+        draw_text(d, (left, 8), title, (0, 0, 0), font)
     if x_label:
-        d.text((left + pw - 6 * len(x_label), top + ph + 18), x_label, fill=(60, 60, 60), font=font)
+        draw_text(d, (left + pw - text_width(x_label, font), top + ph + 18), x_label, (60, 60, 60), font)
     if y_label:
-        d.text((left + 4, top + 2), y_label, fill=(60, 60, 60), font=font)
+        draw_text(d, (left + 4, top + 2), y_label, (60, 60, 60), font)
 
     for i, s in enumerate(series):
         col = PALETTE[i % len(PALETTE)]
@@ -111,8 +149,8 @@ def line_chart(
         col = PALETTE[i % len(PALETTE)]
         y = top + ph + 22 + 14 * i
         d.line([(left, y + 6), (left + 18, y + 6)], fill=col, width=3)
-        d.text((left + 24, y), lab, fill=(20, 20, 20), font=font)
+        draw_text(d, (left + 24, y), lab, (20, 20, 20), font)
     if legend_rows > 8:
-        d.text((left + 24 + 300, top + ph + 22), f"(+{legend_rows - 8} more curves)", fill=(90, 90, 90), font=font)
+        draw_text(d, (left + 24 + 300, top + ph + 22), f"(+{legend_rows - 8} more curves)", (90, 90, 90), font)
 
     return np.asarray(img, dtype=np.float32) / 255.0

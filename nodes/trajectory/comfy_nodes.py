@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 
 import comfy.samplers
@@ -17,9 +18,11 @@ from ..common.comfy_glue import register_folder
 from ..common.comfy_types import SimilaritySeries as SimilaritySeriesType
 from ..common.comfy_types import Trajectory as TrajectoryType
 from ..common.plot import line_chart
-from .capture import attach_capture, find_store, latent_out
-from .frames import series_from_trajectory
-from .recorder import STORAGE_DTYPES, CaptureOptions
+from ..common.ui import col, panel, result_ui
+from .capture import attach_capture, find_stores, latent_out
+from .frames import check_metric_requirements, series_from_trajectory
+from .panels import mib, per_item, similarity_panel, trajectory_panel
+from .recorder import STORAGE_DTYPES, CaptureOptions, check_capture_memory
 from .similarity import METRICS, SimilaritySeries
 from .trajectory import Trajectory, TrajectoryError
 
@@ -36,7 +39,9 @@ register_folder("dreamsim", [os.path.join(folder_paths.models_dir, "dreamsim")],
 def capture_inputs() -> list:
     return [
         io.Int.Input("every_k_steps", default=1, min=1, max=1000, optional=True,
-                     tooltip="Record steps 0, k, 2k, ... (the last step is always recorded). 1 records every step."),
+                     tooltip="Record steps 0, k, 2k, ... (the last step is always recorded). 1 records every step. "
+                             "Memory is estimated before sampling: a warning past 2 GiB, a refusal past 16 GiB "
+                             "(SENTINEL_CAPTURE_WARN_MB / SENTINEL_CAPTURE_MAX_MB)."),
         io.Combo.Input("storage", options=list(STORAGE_DTYPES), default="float32", optional=True,
                        tooltip="Precision of the stored latents. float16 halves the memory of long or large runs."),
         io.Boolean.Input("keep_x", default=True, optional=True,
@@ -90,11 +95,18 @@ def _ksampler_inputs(advanced: bool) -> list:
     return inputs + capture_inputs()
 
 
-_TRAJ_OUT_TIP = ("Per batch item and recorded step: sigma, x, x0 (+ cond/uncond x0) and the run's settings. "
-                 "Feed it to Similarity Trajectory, Save Trajectory or Trajectory Frames.")
+_TRAJ_OUT_TIP = ("One TRAJECTORY for the whole batch (not a list): per batch item and recorded step sigma, x, x0 "
+                 "(+ cond/uncond x0) and the run's settings. Feed it to Similarity Trajectory, Save Trajectory or "
+                 "Trajectory Frames.")
 
 
 def _sample_with_capture(model, opts, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, **kw):
+    samples = latent["samples"]
+    run_steps = int(steps)
+    if kw.get("last_step") is not None or kw.get("start_step") is not None:
+        run_steps = max(0, min(int(kw.get("last_step") or steps), int(steps)) - int(kw.get("start_step") or 0))
+    if not getattr(samples, "is_nested", False):
+        check_capture_memory(opts, run_steps, int(samples.shape[0]), tuple(samples.shape[1:]))  # refuse up front
     m, store = attach_capture(model, opts, max_runs=1)
     (out,) = comfy_nodes.common_ksampler(m, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, **kw)
     traj = store.pop_latest()
@@ -107,7 +119,7 @@ def _sample_with_capture(model, opts, seed, steps, cfg, sampler_name, scheduler,
                       "start_step": kw.get("start_step"), "last_step": kw.get("last_step")})
     if "batch_index" in latent:
         traj.meta["batch_index"] = [int(i) for i in latent["batch_index"]]
-    return out, traj
+    return out, traj, list(store.warnings)
 
 
 def _sampler_schema(advanced: bool) -> io.Schema:
@@ -132,9 +144,9 @@ class KSamplerTrajectory(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                 denoise=1.0, **capture) -> io.NodeOutput:
-        out, traj = _sample_with_capture(model, _options(**capture), seed, steps, cfg, sampler_name, scheduler,
-                                         positive, negative, latent_image, denoise=denoise)
-        return io.NodeOutput(out, traj)
+        out, traj, warnings = _sample_with_capture(model, _options(**capture), seed, steps, cfg, sampler_name,
+                                                   scheduler, positive, negative, latent_image, denoise=denoise)
+        return io.NodeOutput(out, traj, ui=result_ui(trajectory_panel("KSampler (Trajectory)", traj, warnings)))
 
 
 class KSamplerAdvancedTrajectory(io.ComfyNode):
@@ -145,11 +157,12 @@ class KSamplerAdvancedTrajectory(io.ComfyNode):
     @classmethod
     def execute(cls, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                 latent_image, start_at_step, end_at_step, return_with_leftover_noise, **capture) -> io.NodeOutput:
-        out, traj = _sample_with_capture(
+        out, traj, warnings = _sample_with_capture(
             model, _options(**capture), noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
             latent_image, denoise=1.0, disable_noise=(add_noise == "disable"), start_step=start_at_step,
             last_step=end_at_step, force_full_denoise=(return_with_leftover_noise != "enable"))
-        return io.NodeOutput(out, traj)
+        return io.NodeOutput(out, traj,
+                             ui=result_ui(trajectory_panel("KSampler Advanced (Trajectory)", traj, warnings)))
 
 
 class CaptureTrajectory(io.ComfyNode):
@@ -172,8 +185,15 @@ class CaptureTrajectory(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, remember_runs=4, **capture) -> io.NodeOutput:
-        m, _store = attach_capture(model, _options(**capture), max_runs=remember_runs)
-        return io.NodeOutput(m)
+        opts = _options(**capture)
+        m, _store = attach_capture(model, opts, max_runs=remember_runs)
+        kept = ["x0"] + (["x"] if opts.keep_x else []) + (["cond/uncond x0"] if opts.keep_cond_uncond else [])
+        p = panel("Capture Trajectory", summary="every sampler using this MODEL records its steps",
+                  columns=[col("setting"), col("value")],
+                  rows=[["every_k_steps", opts.every_k], ["storage", opts.storage], ["stored", ", ".join(kept)],
+                        ["remember_runs", int(remember_runs)]],
+                  notes=["read a run with Get Captured Trajectory (its MODEL and the sampler's LATENT)"])
+        return io.NodeOutput(m, ui=result_ui(p))
 
 
 class GetCapturedTrajectory(io.ComfyNode):
@@ -194,23 +214,36 @@ class GetCapturedTrajectory(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, latent) -> io.NodeOutput:
-        store = find_store(model)
-        if store is None:
+        stores = find_stores(model)
+        if not stores:
             raise ValueError("this MODEL has no trajectory capture: connect the MODEL output of a 'Capture "
                              "Trajectory' node (the same model that feeds the sampler)")
-        traj = store.find_for_latent(latent["samples"])
-        if traj is None:
-            raise ValueError(
-                f"no sampling run through this MODEL produced this LATENT ({len(store.runs)} run(s) remembered). "
-                "Connect the sampler's own LATENT output (not an upscaled, sliced or decoded copy), and make sure "
-                "that sampler uses the MODEL from 'Capture Trajectory'.")
-        return io.NodeOutput(traj)
+        for store in stores:  # the innermost capture first (a MODEL captured twice has two)
+            traj = store.find_for_latent(latent["samples"])
+            if traj is not None:
+                p = trajectory_panel("Get Captured Trajectory", traj)
+                return io.NodeOutput(traj, ui=result_ui(p))
+        remembered = sum(len(s.runs) for s in stores)
+        raise ValueError(
+            f"no sampling run through this MODEL produced this LATENT ({remembered} run(s) remembered). "
+            "Connect the sampler's own LATENT output (not an upscaled, sliced or decoded copy), make sure that "
+            "sampler uses the MODEL from 'Capture Trajectory', and raise remember_runs if more samplers use it.")
 
 
 def _summary_outputs(series: SimilaritySeries):
     sums = series.summaries()
     return ([s.minimum for s in sums], [s.argmin_step for s in sums], [s.d_max for s in sums],
             [s.mean_last_half for s in sums], [bool(f) for f in series.finite.tolist()], sums)
+
+
+def batch_outputs(sums) -> tuple[list[float], int, float]:
+    """(relative late drops per item, the worst item = largest relative drop, the lowest min over items).
+    NaN items (non-finite runs) count as the worst; ties go to the lower index."""
+    rel = [s.d_max_relative for s in sums]
+    keyed = [(math.inf if not math.isfinite(r) else r) for r in rel]
+    worst = max(range(len(keyed)), key=lambda i: (keyed[i], -i)) if keyed else -1
+    mins = [s.minimum for s in sums if math.isfinite(s.minimum)]
+    return rel, worst, (min(mins) if mins else float("nan"))
 
 
 def plot_series(series: SimilaritySeries, sums) -> torch.Tensor:
@@ -222,8 +255,8 @@ def plot_series(series: SimilaritySeries, sums) -> torch.Tensor:
     labels = []
     for b, s in enumerate(sums):
         flag = "" if bool(series.finite[b]) else "  NON-FINITE x0"
-        labels.append(f"item {b}: min {s.minimum:.4f} @ step {s.argmin_step}, D_max {s.d_max:.4f}, "
-                      f"last half {s.mean_last_half:.4f}{flag}")
+        labels.append(f"item {b}: min {s.minimum:.4f} @ step {s.argmin_step}, D_max (last 60%) {s.d_max:.4f} "
+                      f"({s.d_max_relative:.3f} of range), last half {s.mean_last_half:.4f}{flag}")
     markers = [steps.index(s.argmin_step) if s.argmin_step in steps else None for s in sums]
     src = series.source
     title = (f"Similarity Trajectory ({series.metric}{', noise value not shown' if off else ''}) - "
@@ -260,40 +293,57 @@ class SimilarityTrajectory(io.ComfyNode):
             outputs=[
                 SimilaritySeriesType.Output("SERIES", display_name="SERIES", tooltip="The series of every item with its metric and "
                                                               "layout, for Artifact Predict."),
-                io.Float.Output("min", display_name="min", is_output_list=True, tooltip="Per item: lowest similarity (first value "
-                                                                     "skipped in the paper layout)."),
-                io.Int.Output("argmin_step", display_name="argmin_step", is_output_list=True, tooltip="Per item: the step where the lowest "
-                                                                          "similarity occurs."),
-                io.Float.Output("d_max", display_name="d_max", is_output_list=True, tooltip="Per item: D_max, the largest drop from a "
-                                                                       "running peak (0 = never drops)."),
+                io.Float.Output("min", display_name="min", is_output_list=True,
+                                tooltip=per_item("Lowest similarity (first value skipped in the paper layout); "
+                                                 "higher = the predictions agree more.")),
+                io.Int.Output("argmin_step", display_name="argmin_step", is_output_list=True,
+                              tooltip=per_item("The step where the lowest similarity occurs.")),
+                io.Float.Output("d_max", display_name="d_max", is_output_list=True,
+                                tooltip=per_item("D_max: the largest drop from a running peak over the last 60 % of "
+                                                 "the series (0 = no late drop; larger = more likely an artifact). "
+                                                 "The same D_max the artifact rule and dmax_threshold use.")),
                 io.Float.Output("mean_last_half", display_name="mean_last_half", is_output_list=True,
-                                tooltip="Per item: mean similarity over the last half of the series."),
-                io.Boolean.Output("finite", display_name="finite", is_output_list=True, tooltip="Per item: False if the sampler produced "
-                                                                         "NaN/inf (those values are NaN)."),
+                                tooltip=per_item("Mean similarity over the last half of the series.")),
+                io.Boolean.Output("finite", display_name="finite", is_output_list=True,
+                                  tooltip=per_item("False if the sampler produced NaN/inf (those values are NaN).")),
                 io.Image.Output("plot", display_name="plot", tooltip="A chart of every item's curve with its minimum circled."),
                 io.String.Output("series_json", display_name="series_json", tooltip="The series and summaries as JSON text."),
+                io.Float.Output("d_max_relative", display_name="d_max_relative", is_output_list=True,
+                                tooltip=per_item("D_max divided by the series' own range (0..1, scale-free): what "
+                                                 "the model-free artifact rule scores (above 0.086: P > 0.5).")),
+                io.Int.Output("worst_item", display_name="worst_item",
+                              tooltip="One value for the batch: the item with the largest relative late drop "
+                                      "(non-finite items count as worst)."),
+                io.Float.Output("batch_min", display_name="batch_min",
+                                tooltip="One value for the batch: the lowest 'min' over all items."),
             ],
             is_output_node=True,
         )
 
     @classmethod
     def execute(cls, trajectory, metric, noise_frame, vae=None, decode_batch=8) -> io.NodeOutput:
+        check_metric_requirements(metric, vae, "Similarity Trajectory")
         series = series_from_trajectory(trajectory, metric, noise_frame=noise_frame, vae=vae,
                                         decode_batch=decode_batch)
         mins, argmins, dmaxs, halves, finite, sums = _summary_outputs(series)
+        rel, worst, batch_min = batch_outputs(sums)
         for b, f in enumerate(finite):
             if not f:
                 log.warning("Similarity Trajectory: item %d has non-finite x0 (NaN/inf); its values are NaN", b)
         plot = plot_series(series, sums)
         payload = {"metric": metric, "noise_frame": noise_frame, "steps": series.steps,
-                   "series": series.as_lists(), "summary": [s.as_dict() for s in sums], "finite": finite}
+                   "series": series.as_lists(), "summary": [s.as_dict() for s in sums], "finite": finite,
+                   "worst_item": worst, "batch_min": batch_min}
         text = json.dumps(payload, allow_nan=True)
-        ui_out = {"sentinel_series": [payload]}
+        extra = {}
         try:
-            ui_out.update(ui.PreviewImage(plot, cls=cls).as_dict())
+            extra = {k: list(v) if isinstance(v, tuple) else v  # ui values must be lists
+                     for k, v in ui.PreviewImage(plot, cls=cls).as_dict().items()}
         except Exception as e:  # no temp folder (unit tests); the chart still goes out as an IMAGE
             log.debug("preview not saved: %s", e)
-        return io.NodeOutput(series, mins, argmins, dmaxs, halves, finite, plot, text, ui=ui_out)
+        p = similarity_panel(series, sums, rel, worst, batch_min)
+        return io.NodeOutput(series, mins, argmins, dmaxs, halves, finite, plot, text, rel, worst, batch_min,
+                             ui=result_ui(p, extra=extra))
 
 
 class SaveTrajectory(io.ComfyNode):
@@ -317,8 +367,12 @@ class SaveTrajectory(io.ComfyNode):
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
         fname = f"{name}_{counter:05}_.safetensors"
         path = trajectory.save(os.path.join(folder, fname))
-        return io.NodeOutput(path, ui={"text": [f"saved {os.path.join(subfolder, fname)} "
-                                                f"({trajectory.batch_size} item(s), {trajectory.num_steps} steps)"]})
+        rel = os.path.join(subfolder, fname)
+        p = panel("Save Trajectory", summary=f"saved output/{rel}",
+                  columns=[col("file"), col("items"), col("steps"), col("mib", "MiB", fmt=".2f")],
+                  rows=[[rel, trajectory.batch_size, trajectory.num_steps, mib(os.path.getsize(path))]],
+                  notes=["read it back with Load Trajectory (output/trajectories or input/trajectories)"])
+        return io.NodeOutput(path, ui=result_ui(p))
 
 
 def _trajectory_files() -> list[str]:
@@ -355,7 +409,8 @@ class LoadTrajectory(io.ComfyNode):
         path = folder_paths.get_full_path(TRAJ_DIR, file)
         if path is None:
             raise TrajectoryError(f"trajectory file {file!r} not found")
-        return io.NodeOutput(Trajectory.load(path))
+        traj = Trajectory.load(path)
+        return io.NodeOutput(traj, ui=result_ui(trajectory_panel(f"Load Trajectory ({file})", traj)))
 
 
 class TrajectoryFrames(io.ComfyNode):
@@ -373,7 +428,9 @@ class TrajectoryFrames(io.ComfyNode):
                                            "they were recorded."),
                     io.Int.Input("item", default=0, min=0, max=4095, tooltip="Which batch item.")],
             outputs=[io.Latent.Output("LATENT", display_name="LATENT", tooltip="One latent per recorded step, in step order."),
-                     io.Float.Output("sigmas", display_name="sigmas", is_output_list=True, tooltip="The noise level of each frame.")],
+                     io.Float.Output("sigmas", display_name="sigmas", is_output_list=True,
+                                     tooltip="A list (one value per frame): a node connected here runs once per "
+                                             "frame. The noise level of each frame.")],
         )
 
     @classmethod
@@ -387,7 +444,13 @@ class TrajectoryFrames(io.ComfyNode):
         if trajectory.num_steps == 0:
             raise TrajectoryError("this trajectory recorded no steps")
         frames = latent_out(trajectory, t[item].float())
-        return io.NodeOutput({"samples": frames}, [float(s) for s in trajectory.sigmas])
+        if not bool(torch.isfinite(frames).all()):
+            log.warning("Trajectory Frames: item %d's %s frames hold NaN/inf (the sampler produced them)", item, which)
+        sig = [float(s) for s in trajectory.sigmas]
+        p = panel("Trajectory Frames", summary=f"item {item}: {len(sig)} {which} frame(s)",
+                  columns=[col("frame"), col("step"), col("sigma", fmt=".4g")],
+                  rows=[[j, int(trajectory.steps[j]), sig[j]] for j in range(len(sig))])
+        return io.NodeOutput({"samples": frames}, sig, ui=result_ui(p))
 
 
 NODES = [KSamplerTrajectory, KSamplerAdvancedTrajectory, CaptureTrajectory, GetCapturedTrajectory,

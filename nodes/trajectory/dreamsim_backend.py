@@ -30,6 +30,8 @@ _CACHE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 class DreamSimUnavailable(RuntimeError):
     """DreamSim cannot be used here; the message says what to install or where to put the weights."""
 
+    __module__ = "sentinel"  # ComfyUI titles errors with module + name: keep it short
+
 
 def dreamsim_folder() -> str:
     import folder_paths

@@ -32,6 +32,39 @@ def _progress(total: int):
     return Progress(total)
 
 
+def metric_requirements_missing(metric: str, vae) -> list[str]:
+    """Everything a metric still needs here, all at once (not one missing piece per run)."""
+    missing = []
+    if metric in ("pixel_ssim", "dreamsim") and vae is None:
+        missing.append("connect a VAE to the 'vae' input (the metric decodes every x0 to an image)")
+    if metric == "dreamsim":
+        import importlib.util
+
+        if importlib.util.find_spec("dreamsim") is None:
+            missing.append("install the optional DreamSim package (`pip install dreamsim` in ComfyUI's Python "
+                           "environment) and restart ComfyUI")
+        try:
+            from .dreamsim_backend import dreamsim_folder, missing_files
+
+            folder = dreamsim_folder()
+        except ImportError:  # outside ComfyUI: no models folder to check
+            folder = None
+        if folder is not None and missing_files(folder):
+            missing.append(f"unzip DreamSim's pretrained.zip (github.com/ssundaram21/dreamsim releases) into {folder} "
+                           "(the pack never downloads weights)")
+    return missing
+
+
+def check_metric_requirements(metric: str, vae, node: str,
+                              alternative: str = "use the latent_cosine metric, which needs none of this") -> None:
+    """Raise one ValueError that names the whole fix when ``metric`` cannot run with what is connected/installed."""
+    missing = metric_requirements_missing(metric, vae)
+    if missing:
+        steps = "; ".join(f"({i + 1}) {m}" for i, m in enumerate(missing))
+        raise ValueError(f"{node}: the {metric} similarity metric needs {len(missing)} more thing(s): {steps}. "
+                         f"Or {alternative}.")
+
+
 def trajectory_frames(traj: Trajectory, noise_frame: bool) -> torch.Tensor:
     """[B, N, *S] frames in model latent space: (noise frame,) x0 of each recorded step."""
     traj.require_steps(2)

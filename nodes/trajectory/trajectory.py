@@ -24,11 +24,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+
+from ...classifiers.safefile import HeaderError, check_entries, loads_bounded, read_header
 
 FORMAT_NAME = "diffusion-sentinel/trajectory"
 FORMAT_VERSION = 1
@@ -41,6 +45,46 @@ _SCHEDULE = ("sigmas", "steps", "model_evals")
 
 class TrajectoryError(ValueError):
     """A trajectory is malformed, or a file is not a trajectory. The message says what to do."""
+
+    __module__ = "sentinel"  # ComfyUI titles errors with module + name: keep it short
+
+
+_LATENT_FORMAT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def latent_scaling(meta: dict[str, Any]) -> tuple[float, float]:
+    """(scale, shift) of a trajectory's latent space from its metadata, checked: a tampered or damaged value
+    (not a number, 0, negative, NaN/inf) is a TrajectoryError, never a silent division by zero."""
+    out = []
+    for key, default in (("latent_scale_factor", 1.0), ("latent_shift_factor", 0.0)):
+        v = meta.get(key, default)
+        if v is None:
+            v = default
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TrajectoryError(f"the trajectory's metadata has {key} = {str(v)[:40]!r}, not a number (the file "
+                                  "was damaged or edited): record the run again")
+        v = float(v)
+        if not math.isfinite(v) or (key == "latent_scale_factor" and v <= 0):
+            raise TrajectoryError(f"the trajectory's metadata has {key} = {v!r}, which cannot be a latent scale "
+                                  "(the file was damaged or edited): record the run again")
+        out.append(v)
+    return out[0], out[1]
+
+
+def check_meta(meta: Any, where: str = "the trajectory") -> dict[str, Any]:
+    """The metadata a trajectory needs to be decoded, type-checked (a dict; latent_format a class name; scale and
+    shift numbers with scale > 0). Returns the dict."""
+    if not isinstance(meta, dict):
+        raise TrajectoryError(f"{where}: the metadata must be a JSON object, got {type(meta).__name__}")
+    fmt = meta.get("latent_format")
+    if fmt is not None and not (isinstance(fmt, str) and _LATENT_FORMAT_NAME.match(fmt)):
+        raise TrajectoryError(f"{where}: latent_format = {str(fmt)[:40]!r} is not a latent format name (the file "
+                              "was damaged or edited): record the run again")
+    try:
+        latent_scaling(meta)
+    except TrajectoryError as e:
+        raise TrajectoryError(f"{where}: {e}") from None
+    return meta
 
 
 @dataclass
@@ -144,8 +188,7 @@ class Trajectory:
 
     def latent_to_vae_space(self, latent: torch.Tensor) -> torch.Tensor:
         """Undo the model's latent scaling (``process_out`` for scale/shift latent formats)."""
-        scale = float(self.meta.get("latent_scale_factor", 1.0))
-        shift = float(self.meta.get("latent_shift_factor", 0.0) or 0.0)
+        scale, shift = latent_scaling(self.meta)
         return latent / scale + shift
 
     # --------------------------------------------------------------- storage
@@ -175,54 +218,79 @@ class Trajectory:
         }
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + ".partial"
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)  # never leave a half-written file under the real name
+        tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                           f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:12]}.partial")
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)  # never leave a half-written file under the real name
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trajectory:
-        """Read a trajectory written by :meth:`save`. Never unpickles; refuses foreign or corrupt files."""
+        """Read a trajectory written by :meth:`save`. Never unpickles; refuses foreign, corrupt or tampered files.
+
+        The header is checked first (size, format marker, version, metadata JSON, tensor names and dtypes), so a
+        wrong file costs a few bytes of reading; only then are the tensors read.
+        """
         path = os.fspath(path)
+        base = os.path.basename(path)
         if not os.path.isfile(path):
             raise TrajectoryError(f"trajectory file not found: {path}")
-        header, tensors = read_safetensors(path)
+        header, entries = _checked_header(path)
         if header.get("format") != FORMAT_NAME:
             raise TrajectoryError(
-                f"{os.path.basename(path)} is a safetensors file but not a Diffusion Sentinel trajectory "
-                f"(format={header.get('format')!r}). Save trajectories with the 'Save Trajectory' node."
-            )
-        version = int(header.get("format_version", "0") or 0)
-        if version > FORMAT_VERSION:
-            raise TrajectoryError(
-                f"{os.path.basename(path)} was written by a newer Diffusion Sentinel (format {version}); update the pack"
+                f"{base} is a safetensors file but not a Diffusion Sentinel trajectory "
+                f"(format={str(header.get('format'))[:60]!r}). Save trajectories with the 'Save Trajectory' node."
             )
         try:
-            meta = json.loads(header.get(_META_KEY, "{}"))
-        except json.JSONDecodeError as e:
-            raise TrajectoryError(f"{os.path.basename(path)}: trajectory metadata is not valid JSON ({e})") from e
-        if "x0" not in tensors or "sigmas" not in tensors:
-            raise TrajectoryError(f"{os.path.basename(path)} lacks the x0/sigmas tensors of a trajectory")
-        unknown = set(tensors) - set(_PER_STEP + _PER_ITEM + _SCHEDULE)
-        if unknown:
-            raise TrajectoryError(f"{os.path.basename(path)} holds unexpected tensors {sorted(unknown)}")
+            version = int(header.get("format_version", "0") or 0)
+        except (TypeError, ValueError):
+            raise TrajectoryError(f"{base}: invalid format_version {str(header.get('format_version'))[:40]!r} (the "
+                                  "file was damaged or edited); save the trajectory again") from None
+        if version < 1:
+            raise TrajectoryError(f"{base}: invalid format_version {version}; save the trajectory again")
+        if version > FORMAT_VERSION:
+            raise TrajectoryError(
+                f"{base} was written by a newer Diffusion Sentinel (format {version}); update the pack"
+            )
+        try:
+            meta = loads_bounded(header.get(_META_KEY, "{}"), "its trajectory metadata")
+        except HeaderError as e:
+            raise TrajectoryError(f"{base}: {e} (the file was damaged or edited); save the trajectory again") from e
+        check_meta(meta, base)
+        tensors = _read_tensors(path, entries)
         return cls(meta=meta, **tensors)
 
 
-def read_safetensors(path: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata header, tensors) of a safetensors file; a clear TrajectoryError if it is not one."""
+_ALL_TENSORS = frozenset(_PER_STEP + _PER_ITEM + _SCHEDULE)
+
+
+def _checked_header(path: str) -> tuple[dict[str, str], dict[str, dict]]:
+    base = os.path.basename(path)
+    try:
+        header, entries = read_header(path, max_tensors=len(_ALL_TENSORS))
+        check_entries(entries, _ALL_TENSORS, {"x0", "sigmas"})
+    except HeaderError as e:
+        raise TrajectoryError(
+            f"{base} is not a Diffusion Sentinel trajectory: {e}. Pickled files (.pt/.ckpt/.pkl) are never loaded; "
+            "save trajectories with the 'Save Trajectory' node.") from e
+    return header, entries
+
+
+def _read_tensors(path: str, names) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
-            header = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for corrupt headers / truncated data
+            return {k: f.get_tensor(k) for k in names}
+    except Exception as e:  # safetensors raises its own error types for corrupt data
         raise TrajectoryError(
             f"{os.path.basename(path)} is not a readable safetensors file ({type(e).__name__}: {e}). "
-            "It may be truncated or not a safetensors file at all; pickled files (.pt/.ckpt/.pkl) are never loaded."
+            "It may be truncated or damaged; save the trajectory again."
         ) from e
-    return header, tensors
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import _device
 import pytest
 import torch
 from _artifact import synthetic_series
@@ -35,6 +36,14 @@ def models_dir(comfy, tmp_path):
     folder_paths.folder_names_and_paths["artifact_classifiers"] = ([p for p in paths if p != str(d)], exts)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_up(comfy, tiny):
+    """The first KSampler call of a fresh CUDA process differs from later ones by up to 5e-3 (cuDNN/cuBLAS pick
+    and initialise their kernels on first use); sample once so the bit-identity comparisons below compare warm
+    calls only. Costs one tiny run on the CPU."""
+    ksampler(tiny, 0, batch=1, steps=2)
+
+
 def ksampler(model, seed, batch=2, sampler=SAMPLER, steps=STEPS):
     return run_node("KSampler", model=model, seed=seed, steps=steps, cfg=5.0, sampler_name=sampler,
                     scheduler="normal", positive=POS, negative=NEG, latent_image=empty_latent(batch),
@@ -46,7 +55,16 @@ def auto(art, model, seed=10, batch=2, **kw):
                 positive=POS, negative=NEG, latent_image=empty_latent(batch), denoise=1.0, classifier="none",
                 tau=0.5, max_tries=3, dmax_threshold=0.002, rule_metric="latent_cosine")
     args.update(kw)
-    return run_v3(art.KSamplerAutoReject, **args).args
+    return run_v3(art.KSamplerAutoReject, **args).args[:6]
+
+
+def auto_full(art, model, **kw):
+    """The whole NodeOutput (all outputs and the ui) with only the required inputs and ``kw``: a fresh node."""
+    args = dict(model=model, seed=10, steps=STEPS, cfg=5.0, sampler_name=SAMPLER, scheduler="normal",
+                positive=POS, negative=NEG, latent_image=empty_latent(2), denoise=1.0, classifier="none",
+                tau=0.5, max_tries=3)
+    args.update(kw)
+    return run_v3(art.KSamplerAutoReject, **args)
 
 
 def save_model(path, length, full_length=None, seed=0):
@@ -126,7 +144,8 @@ def test_per_item_acceptance_resamples_only_the_rest(art, tiny, models_dir):
     # the re-sampled item alone gets the noise KSampler gives it in the full batch (batch_index kept)
     if seeds[bad] == 11:
         ref = ksampler(tiny, 11)[bad]
-        assert torch.allclose(lat["samples"][bad], ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+        t = _device.tol("float32", strict_rtol=1e-4, strict_atol=1e-4)  # sub-batch vs full batch: TF32 on CUDA
+        assert torch.allclose(lat["samples"][bad], ref, rtol=t["rtol"], atol=t["atol"] * float(ref.abs().max()))
     assert rep["image_model_evaluations"] == 2 * STEPS + STEPS
 
 
@@ -172,6 +191,42 @@ def test_progress_spans_all_tries_and_cancel_works(art, tiny):
         comfy.utils.set_progress_bar_global_hook(None)
         mm.interrupt_current_processing(False)
     assert torch.equal(auto(art, tiny, tau=1.0)[0]["samples"], ksampler(tiny, 10))
+
+
+def test_fresh_node_runs_without_vae_or_extra_files_and_reports(art, tiny):
+    """Defaults only (classifier none, rule_metric latent_cosine, no dmax_threshold, no VAE): it used to fail three
+    times in a row (connect a VAE, install DreamSim, set dmax_threshold)."""
+    out = auto_full(art, tiny, tau=0.0, max_tries=2)  # tau 0: nothing is accepted, so both tries run
+    lat, seeds, p, tries_p, traj, report, all_accepted, tries_used = out.args
+    rep = json.loads(report)
+    assert tries_used == len(rep["tries"]) == 2 and all_accepted is False and seeds[0] in (10, 11)
+    assert all(0 < x < 1 for x in tries_p) and len(tries_p) == 4
+    (panel,) = out.ui["sentinel_result"]
+    assert [r[1] for r in panel["rows"]] == seeds and [r[3] for r in panel["rows"]] == pytest.approx(p)
+    assert [r[2] for r in panel["rows"]] == [2, 2] and [r[4] for r in panel["rows"]] == [False, False]
+    assert "0 of 2 accepted" in panel["summary"] and "after 2 tries" in panel["summary"]
+    assert any("UNCALIBRATED" in n for n in panel["notes"])
+    ok = auto_full(art, tiny, tau=1.0)
+    assert ok.args[6] is True and ok.args[7] == 1 and "2 of 2 accepted" in ok.ui["sentinel_result"][0]["summary"]
+
+
+def test_unworkable_metric_is_refused_before_sampling_with_the_whole_fix(art, tiny):
+    try:
+        import dreamsim  # noqa: F401
+        pytest.skip("dreamsim is installed here")
+    except ImportError:
+        pass
+    import comfy.utils
+
+    calls = []
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: calls.append(a))
+    try:
+        with pytest.raises(ValueError, match=r"connect a VAE.*; install the optional DreamSim package.*Or use the "
+                                             r"latent_cosine metric"):
+            auto_full(art, tiny, rule_metric="dreamsim")
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert calls == []
 
 
 def test_input_model_is_not_mutated(art, tiny):

@@ -4,7 +4,6 @@ classifier in another that a third one then uses."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -31,13 +30,41 @@ def srv(server):
     return server
 
 
+# the examples' names before and after they were renamed (example_workflows/api/<new name>.json)
+RENAMED = {"artifact_predict_filter": "artifact_predict_keep_best",
+           "artifact_autoreject": "artifact_auto_reject_sampler",
+           "artifact_collect_dataset": "artifact_collect_training_data"}
+
+
+def _example(name: str) -> Path:
+    """The API form of an example: example_workflows/api/<name>.json (new names), or the older <name>_api.json."""
+    new = RENAMED.get(name, name)
+    for cand in (EXAMPLES / "api" / f"{new}.json", EXAMPLES / "api" / f"{name}.json", EXAMPLES / f"{name}_api.json"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"no API workflow for example {name!r} in {EXAMPLES}")
+
+
+def node_id(wf: dict, class_type: str) -> str:
+    ids = [k for k, n in wf.items() if n.get("class_type") == class_type]
+    assert len(ids) == 1, f"{class_type}: {ids}"
+    return ids[0]
+
+
 def _run(srv, name, edit=None):
-    wf = load_api_workflow(EXAMPLES / f"{name}_api.json", TINY)
-    wf["5"]["inputs"].update(width=64, height=64)  # 8x8 latents: the same graph, much faster on a CPU
-    wf["3"]["inputs"]["steps"] = 6
+    wf = load_api_workflow(_example(name), TINY)
+    wf[node_id(wf, "EmptyLatentImage")]["inputs"].update(width=64, height=64)  # 8x8 latents: much faster on a CPU
+    for n in wf.values():
+        if "steps" in n.get("inputs", {}) and n["class_type"] != "EmptyLatentImage":
+            n["inputs"]["steps"] = 6
     if edit:
         edit(wf)
-    return srv.run_prompt(wf)["outputs"]
+    return wf, srv.run_prompt(wf)["outputs"]
+
+
+def panel_of(out: dict, nid: str) -> dict:
+    (p,) = out[nid]["sentinel_result"]
+    return p
 
 
 def test_combos_list_the_model_folder_with_none(srv):
@@ -49,46 +76,59 @@ def test_combos_list_the_model_folder_with_none(srv):
 
 
 def test_predict_and_filter_example(srv):
-    out = _run(srv, "artifact_predict_filter")
-    text = out["12"]["text"][0]
-    assert text.startswith("kept 1 of 2: [") and len(out["9"]["images"]) == 1
+    wf, out = _run(srv, "artifact_predict_filter")
+    p = panel_of(out, node_id(wf, "SentinelFilterBatchByArtifact"))
+    assert p["summary"].startswith("kept 1 of 2: [") and len(p["highlight"]) == 1
+    assert len(out[node_id(wf, "SaveImage")]["images"]) == 1
+    pred = panel_of(out, node_id(wf, "SentinelArtifactPredict"))
+    assert [c["key"] for c in pred["columns"]][:2] == ["item", "p_artifact"] and len(pred["rows"]) == 2
 
 
 def test_auto_reject_example_with_a_classifier_file(srv):
-    out = _run(srv, "artifact_autoreject")
-    assert "seeds [" in out["3"]["text"][0] and len(out["9"]["images"]) == 2
+    wf, out = _run(srv, "artifact_autoreject")
+    ar = node_id(wf, "SentinelKSamplerAutoReject")
+    assert len(panel_of(out, ar)["rows"]) == 2 and len(out[node_id(wf, "SaveImage")]["images"]) == 2
 
     def use_file(wf):
-        wf["3"]["inputs"].update(classifier="synthetic_lc6.safetensors", tau=0.0, max_tries=2, seed=99)
+        wf[node_id(wf, "SentinelKSamplerAutoReject")]["inputs"].update(
+            classifier="synthetic_lc6.safetensors", tau=0.0, max_tries=2, seed=99)
 
-    text = _run(srv, "artifact_autoreject", use_file)["3"]["text"][0]
-    assert "model evaluations 24 " in text  # 2 tries x 2 items x 6 steps
+    wf, out = _run(srv, "artifact_autoreject", use_file)
+    p = panel_of(out, ar)
+    assert "24 image model evaluations" in p["summary"]  # 2 tries x 2 items x 6 steps
+    assert [r[1] for r in p["rows"]] in ([99, 99], [99, 100], [100, 99], [100, 100])
 
 
 def test_collect_train_and_use(srv):
+    from diffusion_sentinel.classifiers.data import folder_rows
+
     for seed, labels in ((7, "natural,artifact"), (8, "artifact,natural"), (9, "natural,artifact")):
         def edit(wf, seed=seed, labels=labels):
-            wf["3"]["inputs"]["seed"] = seed
-            wf["10"]["inputs"]["labels"] = labels
-            wf["10"]["inputs"]["dataset"] = DATASET  # its own folder: the generic example test fills the default
-        out = _run(srv, "artifact_collect_dataset", edit)
-    assert "6 samples" in out["10"]["text"][0]
+            for n in wf.values():
+                if "seed" in n.get("inputs", {}):
+                    n["inputs"]["seed"] = seed
+            save = wf[node_id(wf, "SentinelSaveLabelledTrajectory")]["inputs"]
+            save["labels"] = labels
+            save["dataset"] = DATASET  # its own folder: the generic example test fills the default
+        wf, out = _run(srv, "artifact_collect_dataset", edit)
+    assert "6 samples in the dataset" in panel_of(out, node_id(wf, "SentinelSaveLabelledTrajectory"))["summary"]
     folder = srv.base / "output" / "artifact_datasets" / DATASET
-    rows = list(csv.DictReader(open(folder / "index.csv")))
+    rows = folder_rows(folder)
     assert len(rows) == 6 and {r["metric"] for r in rows} == {"latent_cosine"}
+    assert len(list((folder / "samples").glob("*.json"))) == 6 and not (folder / "index.csv").exists()
     assert all((folder / r["trajectory"]).is_file() and (folder / r["image"]).is_file() for r in rows)
     train = {"1": {"class_type": "SentinelTrainArtifactClassifier",
                    "inputs": {"dataset": DATASET, "recipe": "default", "model_name": "from_server",
                               "prefix_steps": 0, "cv_folds": 3, "cv_seeds": 1, "overwrite": True,
                               "csv_metric": "dreamsim"}}}
     out = srv.run_prompt(train)["outputs"]
-    assert "from_server" in out["1"]["text"][0]
+    assert panel_of(out, "1")["rows"][0][0] == "from_server.safetensors"
     assert (srv.base / "models" / "artifact_classifiers" / "from_server.safetensors").is_file()
     opts = srv.get("/object_info/SentinelArtifactPredict")["SentinelArtifactPredict"]["input"]["required"]
     assert "from_server.safetensors" in json.dumps(opts["classifier"])
 
     def use(wf):
-        wf["11"]["inputs"]["classifier"] = "from_server.safetensors"
+        wf[node_id(wf, "SentinelArtifactPredict")]["inputs"]["classifier"] = "from_server.safetensors"
 
-    out = _run(srv, "artifact_predict_filter", use)
-    assert out["12"]["text"][0].startswith("kept 1 of 2")
+    wf, out = _run(srv, "artifact_predict_filter", use)
+    assert panel_of(out, node_id(wf, "SentinelFilterBatchByArtifact"))["summary"].startswith("kept 1 of 2")
