@@ -49,6 +49,7 @@ def test_text_form_and_ui_dict():
     assert d["images"] == [{"filename": "a.png"}]
     assert d["text"] == ["Vendi: 3.2 of 8\nitem  conformity\n0  0.12 *\n1  nan\nfew images"]
     assert all(isinstance(v, list) for v in d.values())
+    assert ui.result_ui(p, extra={"animated": (False,)})["animated"] == [False]
     with pytest.raises(TypeError, match="must be lists"):
         ui.result_ui(p, extra={"x": "not a list"})
 

@@ -129,10 +129,13 @@ def panel_text(p: dict) -> str:
 
 def result_ui(*panels: dict, extra: dict | None = None) -> dict:
     """The ``ui`` dict of a node: every panel under ``sentinel_result`` plus their plain-text form under ``text``.
-    ``extra`` adds other ui keys (e.g. the ``images`` of a preview); each value must already be a list."""
+    ``extra`` adds other ui keys (e.g. the ``images`` of a preview); each value must be a list (a tuple is
+    converted)."""
     ps = [p for p in panels if p]
     ui = {RESULT_KEY: ps, "text": ["\n\n".join(panel_text(p) for p in ps)]}
     for k, v in (extra or {}).items():
+        if isinstance(v, tuple):  # e.g. PreviewImage.as_dict()["animated"] is a tuple: merged like a list
+            v = list(v)
         if not isinstance(v, list):
             raise TypeError(f"ui values must be lists (ComfyUI merges them); got {type(v).__name__} for {k!r}")
         ui[k] = v
