@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from diffusion_sentinel.nodes.common import ui
 
 
