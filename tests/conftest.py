@@ -102,7 +102,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
 
     n_integ = sum(1 for r in skipped if "set COMFYUI_PATH" in _reason(r))
-    if not comfy_available():
+    if not comfy_available() and n_integ:
         terminalreporter.write_line(
             f"NOTE: {n_integ} ComfyUI integration test(s) were SKIPPED because COMFYUI_PATH is not set. "
             "Run them with a ComfyUI checkout: see CONTRIBUTING.md, 'Integration tests'.", yellow=True, bold=True)
