@@ -99,7 +99,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
     def _reason(r):
         lr = getattr(r, "longrepr", None)
-        return lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+        reason = lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+        return reason.removeprefix("Skipped: ")
 
     n_integ = sum(1 for r in skipped if "set COMFYUI_PATH" in _reason(r))
     if not comfy_available() and n_integ:
