@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def find_checkpoint(name: str) -> str | None:
 class ComfyServer:
     def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None,
                  extra_args: list[str] | tuple[str, ...] = ()):
-        """``extra_args``: more main.py flags, e.g. ``["--front-end-root", _prereq.frontend_new()]``."""
+        """``extra_args``: more main.py flags, e.g. ``["--front-end-root", _prereq.frontend_new()]``; every server
+        also gets the flags in the environment variable SENTINEL_SERVER_ARGS (before these)."""
         self.comfy_path = comfy_path
         self.extra_args = tuple(extra_args)
         self.base = Path(base_dir)
@@ -76,7 +78,8 @@ class ComfyServer:
         cmd += _device.comfy_args()  # --cpu, or the GPU (SENTINEL_TEST_DEVICE=cuda) with SENTINEL_TEST_DTYPE's flag
         if self.extra_yaml:
             cmd += ["--extra-model-paths-config", self.extra_yaml]
-        cmd += list(self.extra_args)
+        cmd += shlex.split(os.environ.get("SENTINEL_SERVER_ARGS", ""))  # e.g. --front-end-root (gpu_check.py)
+        cmd += list(self.extra_args)  # after the environment's flags: a test's own choice wins
         self.cmd = cmd
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=self._log, stderr=subprocess.STDOUT,
