@@ -95,11 +95,21 @@ TINY_UNET = dict(
 def tiny_model(seed: int = 0, model_channels: int = 32, dtype=None):
     """A real SD1.5-family ModelPatcher (EPS, SD15 latent format) with a 2-level U-Net; runs in ms on CPU.
 
-    Built the way ``comfy.sd.load_state_dict_guess_config`` builds a checkpoint's UNet: weights drawn in float32 on
-    the CPU (seeded), the model in ``dtype`` (default ``_device.model_dtype()``: SENTINEL_TEST_DTYPE, else
-    ComfyUI's choice for the device - float16 on a recent GPU) with ComfyUI's manual-cast rule, on ComfyUI's initial
-    load device, in a ModelPatcher with ComfyUI's load and offload devices (loaded to the GPU right away when the
-    initial load device is the GPU, as ComfyUI's loader does).
+    See ``unet_patcher`` for where its weights live and in which dtype it runs."""
+    return unet_patcher(dict(TINY_UNET, model_channels=model_channels), seed=seed, dtype=dtype)
+
+
+def unet_patcher(unet_config: dict, seed: int = 0, dtype=None, model_type=None, config_class=None, model_class=None):
+    """A ModelPatcher around a random UNet, built the way ``comfy.sd.load_state_dict_guess_config`` builds a
+    checkpoint's UNet on the test device.
+
+    Weights are drawn in float32 on the CPU (``random_init_``, seeded: the same values on every device); the model
+    is then built in ``dtype`` (default ``_device.model_dtype()``: SENTINEL_TEST_DTYPE, else ComfyUI's choice for
+    the device - float32 on the CPU, float16 on a recent GPU) with ComfyUI's manual-cast rule, on ComfyUI's initial
+    load device, in a ModelPatcher with ComfyUI's load and offload devices, and loaded to the GPU right away when the
+    initial load device is the GPU, as ComfyUI's loader does. ``model_type`` (default EPS), ``config_class``
+    (default ``comfy.supported_models.SD15``) and ``model_class`` (default ``comfy.model_base.BaseModel``, e.g.
+    ``comfy.model_base.SDXL``) select other families. Any ``dtype`` key in ``unet_config`` is ignored.
     """
     import _device
     import comfy.model_base
@@ -108,19 +118,22 @@ def tiny_model(seed: int = 0, model_channels: int = 32, dtype=None):
     import comfy.supported_models
     import torch
 
+    config_class = config_class or comfy.supported_models.SD15
+    model_class = model_class or comfy.model_base.BaseModel
+    model_type = model_type or comfy.model_base.ModelType.EPS
+    cfg = {k: v for k, v in unet_config.items() if k != "dtype"}
     dtype = dtype or _device.model_dtype()
-    init_mc = comfy.supported_models.SD15(dict(TINY_UNET, model_channels=model_channels, dtype=torch.float32))
-    init = comfy.model_base.BaseModel(init_mc, device=torch.device("cpu"))
+    init_mc = config_class(dict(cfg, dtype=torch.float32))
+    init = model_class(init_mc, model_type=model_type, device=torch.device("cpu"))
     random_init_(init.diffusion_model, seed)
     load_device = mm.get_torch_device()
     if dtype == torch.float32 and load_device.type == "cpu":
         model = init  # the CPU default: exactly the initialised float32 model
     else:
-        mc = comfy.supported_models.SD15(dict(TINY_UNET, model_channels=model_channels))
+        mc = config_class(dict(cfg))
         mc.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, mc.supported_inference_dtypes))
         n_params = sum(p.numel() for p in init.diffusion_model.parameters())
-        first = mm.unet_inital_load_device(n_params, dtype)
-        model = comfy.model_base.BaseModel(mc, device=first)
+        model = model_class(mc, model_type=model_type, device=mm.unet_inital_load_device(n_params, dtype))
         missing, unexpected = model.diffusion_model.load_state_dict(init.diffusion_model.state_dict(), strict=True)
         assert not missing and not unexpected
         del init
@@ -128,6 +141,17 @@ def tiny_model(seed: int = 0, model_channels: int = 32, dtype=None):
     if next(model.diffusion_model.parameters()).device.type != "cpu":
         mm.load_models_gpu([patcher], force_full_load=True)
     return patcher
+
+
+def warm_up(patcher) -> None:
+    """One short KSampler run: the first sampling call in a fresh CUDA process can differ from later ones (kernel
+    selection), so fixtures run this once before tests compare runs bit for bit. No-op on the CPU."""
+    import _device
+
+    if not _device.ON_CUDA:
+        return
+    run_node("KSampler", model=patcher, seed=0, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal",
+             positive=conditioning(0), negative=conditioning(1), latent_image=empty_latent(1))
 
 
 def tiny_vae(seed: int = 0):
@@ -262,3 +286,27 @@ def write_random_vit_l(path, seed: int = 0) -> str:
     save_file(sd, tmp, metadata={"sentinel_test": f"random CLIP ViT-L/14 vision, seed {seed}"})
     os.replace(tmp, path)
     return str(path)
+
+
+def on_model_device(patcher, *tensors):
+    """Load ``patcher`` where ComfyUI runs it (``mm.load_models_gpu``, as a sampler would) and return ``tensors``
+    moved to that device in the model's dtype (floating-point tensors only): the inputs for a direct call of
+    ``patcher.model.diffusion_model`` on any test device. Build the tensors on the CPU (seeded) first."""
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([patcher])
+    dev, dtype = patcher.load_device, patcher.model.get_dtype()
+    out = tuple(t.to(device=dev, dtype=dtype) if t.is_floating_point() else t.to(dev) for t in tensors)
+    return out[0] if len(out) == 1 else out
+
+
+def unet_call(patcher, x, timestep, context, **kw):
+    """The bare UNet output for ``x`` at ``timestep`` (a float or a tensor of one per item) and ``context``, computed
+    on the model's device in its dtype and returned on the CPU in float32 (no sampler, no conversions)."""
+    import torch
+
+    t = timestep if isinstance(timestep, torch.Tensor) else torch.full((x.shape[0],), float(timestep))
+    x, context = on_model_device(patcher, x, context)
+    t = t.float().to(x.device)  # timesteps stay float32, as ComfyUI's apply_model passes them
+    kw.setdefault("transformer_options", {})
+    return patcher.model.diffusion_model(x, t, context=context, **kw).float().cpu()

@@ -22,7 +22,9 @@ def comfy():
 def tiny(comfy):
     import _comfy
 
-    return _comfy.tiny_model(seed=0)
+    m = _comfy.tiny_model(seed=0)
+    _comfy.warm_up(m)  # CUDA: the first sampling call of a process may differ from later ones; CPU: no-op
+    return m
 
 
 @pytest.fixture(scope="session")
