@@ -20,7 +20,7 @@ Options: --quick (fewer repetitions; on the CPU also the tiny checkpoint at 64 p
 selection), --skip-tests, --skip-benchmarks, --benchmarks a,b (subset), --tests PATH... (pytest selection),
 --out DIR (table as gpu_check.json and gpu_check.txt, plus junit.xml, pytest.log, benchmarks.log), --budget S (stop
 starting new phases after S seconds; default 540, inside a 10-minute command limit), --models DIR (where the
-checkpoints go; default $COMFY_MODELS), --comfyui-tgz FILE (a ComfyUI checkout as .tar.gz, unpacked to a temporary
+checkpoints go, reused when already there; default $COMFY_MODELS, else a temporary folder), --comfyui-tgz FILE (a ComfyUI checkout as .tar.gz, unpacked to a temporary
 folder: for machines the checkout has to be carried to), --wheels DIR (wheels to install with pip --no-index into
 a temporary folder on PYTHONPATH first, e.g. ComfyUI requirements missing there). Where comfyui-frontend-package is
 not installed, test servers get a one-file stub frontend (the API works; browser tests need Chromium anyway and
@@ -462,7 +462,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="sentinel-gpu-check-"))
     env = prepare(a, work)
-    models = Path(a.models or os.environ.get("COMFY_MODELS") or (out or work) / "models").resolve()
+    models = Path(a.models or os.environ.get("COMFY_MODELS") or work / "models").resolve()  # never under --out
     env["COMFY_MODELS"] = str(models)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": a.quick, "model": a.model,
               "dtype": a.dtype, "device": device_info(a.device), "checkpoints": [], "tests": None, "benchmarks": [],
