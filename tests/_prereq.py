@@ -23,7 +23,8 @@ TAG = "prerequisite missing"
 # Words in a skip reason that mean "a prerequisite CI promised is missing" (safety net for skips that do not go
 # through require(); conftest.py turns such skips into failures when REQUIRED).
 PREREQ_WORDS = ("prerequisite missing", "COMFYUI_PATH", "ComfyUI checkout", "chromium", "chromedriver",
-                "sd15-tiny-random", "ui_check.py", "SENTINEL_FRONTEND_NEW", "comfyui-frontend-package")
+                "sd15-tiny-random", "ui_check.py", "SENTINEL_FRONTEND_NEW", "SENTINEL_NEW_FRONTEND",
+                "comfyui-frontend-package", "newest frontend", "node is not on PATH", "Node >= 18")
 
 
 def require(what: str, ok: bool, why: str = "") -> None:
@@ -70,13 +71,31 @@ def require_chromium() -> tuple[str, str]:
     return browser, driver
 
 
+def node() -> str | None:
+    """Node.js >= 18 (the web extension's JS tests use its built-in test runner), or None."""
+    exe = shutil.which("node")
+    if not exe:
+        return None
+    import subprocess
+
+    r = subprocess.run([exe, "-e", "process.exit(+process.versions.node.split('.')[0] < 18)"], capture_output=True)
+    return exe if r.returncode == 0 else None
+
+
+def require_node() -> str:
+    exe = node()
+    require("node", exe is not None, "node is not on PATH or older than 18: apt-get install nodejs")
+    return exe
+
+
 def ui_check_script() -> Path:
     return SHARED / "tools" / "comfyui" / "ui_check.py"
 
 
 def frontend_new() -> str | None:
-    """Static folder of the newest frontend (comfyui-frontend-package 1.58.1): SENTINEL_FRONTEND_NEW."""
-    p = os.environ.get("SENTINEL_FRONTEND_NEW", "")
+    """Static folder of the newest frontend (comfyui-frontend-package 1.58.1): SENTINEL_FRONTEND_NEW (CI also
+    exports the same path as SENTINEL_NEW_FRONTEND)."""
+    p = os.environ.get("SENTINEL_FRONTEND_NEW", "") or os.environ.get("SENTINEL_NEW_FRONTEND", "")
     return p if p and os.path.isfile(os.path.join(p, "index.html")) else None
 
 
