@@ -260,19 +260,35 @@ def _build_main(variant: str, out: str) -> int:
         del model, clip, ae, sd, vae_sd
         built = True
     t_build = time.perf_counter() - t0
+    import logging
+
+    class KeyWarnings(logging.Handler):  # ComfyUI logs missing/unexpected/left-over keys while loading
+        hits: list = []
+
+        def emit(self, record):
+            msg = record.getMessage().lower()
+            if any(w in msg for w in ("missing", "unexpected", "left over", "not a checkpoint")):
+                self.hits.append(record.getMessage()[:200])
+
+    catcher = KeyWarnings(level=logging.WARNING)
+    logging.getLogger().addHandler(catcher)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(out, output_vae=True, output_clip=True,
-                                                                    embedding_directory=None)
+    try:
+        with torch.inference_mode():
+            model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(out, output_vae=True, output_clip=True,
+                                                                        embedding_directory=None)
+    finally:
+        logging.getLogger().removeHandler(catcher)
     detected = type(model.model.model_config).__name__
     info = {"variant": variant, "path": out, "built": built, "build_s": round(t_build, 1),
             "load_s": round(time.perf_counter() - t0, 1), "detected": detected,
             "unet_dtype": str(model.model.get_dtype()).replace("torch.", ""),
             "manual_cast": str(model.model.manual_cast_dtype).replace("torch.", ""),
             "vae_dtype": str(vae.vae_dtype).replace("torch.", "") if vae is not None else "-",
-            "comfy_device": str(mm.get_torch_device()), "size_mib": round(os.path.getsize(out) / 2**20)}
+            "comfy_device": str(mm.get_torch_device()), "size_mib": round(os.path.getsize(out) / 2**20),
+            "key_warnings": catcher.hits[:5]}
     print("CKPT " + json.dumps(info), flush=True)
-    return 0 if detected == "SD15" and clip is not None and vae is not None else 1
+    return 0 if detected == "SD15" and clip is not None and vae is not None and not catcher.hits else 1
 
 
 def build_checkpoint(variant: str, models: Path, env: dict, timeout: float) -> dict:
