@@ -309,4 +309,5 @@ def unet_call(patcher, x, timestep, context, **kw):
     x, context = on_model_device(patcher, x, context)
     t = t.float().to(x.device)  # timesteps stay float32, as ComfyUI's apply_model passes them
     kw.setdefault("transformer_options", {})
-    return patcher.model.diffusion_model(x, t, context=context, **kw).float().cpu()
+    with torch.no_grad():
+        return patcher.model.diffusion_model(x, t, context=context, **kw).float().cpu()
