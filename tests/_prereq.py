@@ -78,7 +78,7 @@ def node() -> str | None:
         return None
     import subprocess
 
-    r = subprocess.run([exe, "-e", "process.exit(+process.versions.node.split('.')[0] < 18)"], capture_output=True)
+    r = subprocess.run([exe, "-e", "process.exit(+process.versions.node.split('.')[0] >= 18 ? 0 : 1)"], capture_output=True)
     return exe if r.returncode == 0 else None
 
 

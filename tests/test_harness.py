@@ -149,3 +149,24 @@ def test_to_device_keeps_structure_and_casts_floats_only():
     y = _device.to_device(x, torch.float16)
     assert y["samples"].dtype == torch.float16 and y["batch_index"][0].dtype == torch.int64 and y["n"] == 3
     assert y["samples"].device == _device.device()
+
+
+def test_node_detection(monkeypatch, tmp_path):
+    import shutil
+
+    import _prereq
+
+    real = shutil.which("node")
+    if real:  # a real Node: found when >= 18 (the JS tests need its built-in test runner)
+        import subprocess
+
+        major = int(subprocess.run([real, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v")
+                    .split(".")[0])
+        assert (_prereq.node() == real) == (major >= 18)
+    fake = tmp_path / "node"
+    fake.write_text("#!/bin/sh\nexit 1\n")  # an old or broken node: not accepted
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert _prereq.node() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert _prereq.node() is None
