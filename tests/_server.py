@@ -1,6 +1,7 @@
 """A real ComfyUI server for integration tests: the pack linked into a private base directory, own port.
 
-Stdlib only (urllib). The server is started with the interpreter running the tests, waited for on
+Stdlib only (urllib). The server is started with the interpreter running the tests, on the test device
+(tests/_device.py: ``--cpu`` only when SENTINEL_TEST_DEVICE is cpu, plus SENTINEL_TEST_DTYPE's flag), waited for on
 /system_stats (the process is checked on every poll), and stopped by PID.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -50,8 +52,13 @@ def find_checkpoint(name: str) -> str | None:
 
 
 class ComfyServer:
-    def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None):
+    def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None,
+                 extra_args: list[str] | tuple[str, ...] = (), front_end_root: str | None = None):
+        """``front_end_root``: serve that frontend build (a ``comfyui_frontend_package/static`` folder, e.g.
+        ``_prereq.frontend_new()``) instead of the venv's; ``extra_args``: more main.py flags. Every server also gets
+        the flags in the environment variable SENTINEL_SERVER_ARGS (before these, so a test's own choice wins)."""
         self.comfy_path = comfy_path
+        self.extra_args = tuple(extra_args) + (("--front-end-root", str(front_end_root)) if front_end_root else ())
         self.base = Path(base_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -69,22 +76,31 @@ class ComfyServer:
         cmd = [sys.executable, os.path.join(self.comfy_path, "main.py"), "--listen", "127.0.0.1",
                "--port", str(self.port), "--base-directory", str(self.base), "--disable-auto-launch",
                "--disable-api-nodes", "--dont-print-server", "--preview-method", "none"]
-        if not _device.ON_CUDA:
-            cmd.append("--cpu")  # SENTINEL_TEST_DEVICE=cuda runs the server on the GPU
+        cmd += _device.comfy_args()  # --cpu, or the GPU (SENTINEL_TEST_DEVICE=cuda) with SENTINEL_TEST_DTYPE's flag
         if self.extra_yaml:
             cmd += ["--extra-model-paths-config", self.extra_yaml]
+        cmd += shlex.split(os.environ.get("SENTINEL_SERVER_ARGS", ""))  # e.g. --front-end-root (gpu_check.py)
+        cmd += list(self.extra_args)  # after the environment's flags: a test's own choice wins
+        self.cmd = cmd
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **_device.comfy_env()})
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                self.get("/system_stats", timeout=2)
-                return self
+                stats = self.get("/system_stats", timeout=2)
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 time.sleep(0.5)
+                continue
+            devs = stats.get("devices") or [{}]
+            self.device_type = devs[0].get("type")
+            if self.device_type != _device.device().type:
+                self.stop()
+                raise RuntimeError(f"ComfyUI runs on {self.device_type!r}, but SENTINEL_TEST_DEVICE={_device.RAW}:\n"
+                                   f"{self.log_tail()}")
+            return self
         self.stop()
         raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{self.log_tail()}")
 

@@ -12,7 +12,7 @@ TINY = "sd15-tiny-random.safetensors"
 
 @pytest.fixture(scope="session")
 def comfy():
-    """ComfyUI's ``nodes`` module, booted in-process on the CPU with comfy_extras loaded."""
+    """ComfyUI's ``nodes`` module, booted in-process on the test device (SENTINEL_TEST_DEVICE) with comfy_extras."""
     import _comfy
 
     return _comfy.boot_comfy()
@@ -22,7 +22,9 @@ def comfy():
 def tiny(comfy):
     import _comfy
 
-    return _comfy.tiny_model(seed=0)
+    m = _comfy.tiny_model(seed=0)
+    _comfy.warm_up(m)  # CUDA: the first sampling call of a process may differ from later ones; CPU: no-op
+    return m
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +44,12 @@ def traj_nodes(comfy):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """A real ComfyUI server with this checkout of the pack linked into its custom_nodes (own port and folders)."""
+    from _prereq import require
     from _server import ComfyServer, find_checkpoint
 
     ckpt = find_checkpoint(TINY)
-    if ckpt is None:
-        pytest.skip(f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny "
-                    "(or set COMFY_MODELS)")
+    require("checkpoint", ckpt is not None,
+            f"{TINY} not found: build it with ../shared/tools/comfyui/setup_comfyui.sh --models tiny (or set COMFY_MODELS)")
     base = tmp_path_factory.mktemp("comfy-base")
     yaml = base / "extra_model_paths.yaml"
     yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
