@@ -34,7 +34,7 @@ from .capture import (
     unet_layout,
 )
 from .feature_cache import FeatureCache
-from .images import content_hash, derive_seed, prepare, seeded_normal
+from .images import content_hash, derive_seed, normalize_image, prepare, seeded_normal
 from .timesteps import noise_timestep, resolve_convention
 
 log = logging.getLogger("diffusion_sentinel")
@@ -199,7 +199,9 @@ class DiffSimExtractor:
 
     # ------------------------------------------------------------------ public
     def features(self, images: Sequence[torch.Tensor]) -> list[AttentionFeatures]:
-        """Features of each image ([H, W, C] tensors); equal images are computed once."""
+        """Features of each image ([H, W, C] tensors, C = 1, 3 or 4); equal images are computed once. Each image is
+        first brought to what the model sees (RGB, alpha dropped): hash, seeds, VAE and CLIP vision all use that."""
+        images = [normalize_image(im) for im in images]
         hashes = [content_hash(im) for im in images]
         found: dict[str, AttentionFeatures] = {}
         todo: list[tuple[str, torch.Tensor]] = []
@@ -290,7 +292,7 @@ class DiffSimExtractor:
     def _ip_tokens(self, images: list[torch.Tensor]) -> torch.Tensor:
         toks = []
         for im in images:
-            out = self.clip_vision.encode_image(im[None, ..., :3].float(), crop=True)
+            out = self.clip_vision.encode_image(im[None], crop=True)
             toks.append(self.ip_adapter.project(out["penultimate_hidden_states"].float().cpu()))
         return torch.cat(toks)
 
