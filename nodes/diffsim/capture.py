@@ -30,6 +30,8 @@ WRAPPER_KEY = "diffusion_sentinel.diffsim"
 class EarlyExit(Exception):
     """Raised by the capture patch once the wanted block is captured (private; never reaches the user)."""
 
+    __module__ = "sentinel"  # ComfyUI titles errors with module + class name: keep it short
+
 
 # ----------------------------------------------------------------------------- layout
 def model_family(model) -> str:
