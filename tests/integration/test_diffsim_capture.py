@@ -319,3 +319,45 @@ def test_latents_and_prompts_are_reused_across_settings(comfy, parts, monkeypatc
     uncached = make(parts, vae=vae)  # cache off: everything recomputed, same features
     assert torch.equal(feats(uncached, img)[0].q, fa[0].q) and calls["vae"] == 3
     assert len(pipeline.TEXT_CACHE) >= 2
+
+
+def test_cond_and_uncond_in_threads_as_newer_comfyui_runs_them(comfy, parts):
+    """Newer ComfyUI evaluates cond and uncond on several GPUs in worker threads (_calc_cond_batch_multigpu), so
+    the capture patch runs concurrently. Emulated here with a CALC_COND_BATCH wrapper that runs each cond in its own
+    thread, both released together by a barrier: the same features as the ordinary batched call, two U-Net calls."""
+    import threading
+
+    import comfy.patcher_extension as pe
+
+    imgs = D.images(2, seed=4)
+    ref = feats(make(parts), imgs)
+    threads_seen = set()
+
+    def in_threads(executor, model, conds, x_in, timestep, model_options):
+        barrier = threading.Barrier(len(conds))
+        outs, errors = [None] * len(conds), []
+
+        def one(i):
+            try:
+                only = [c if j == i else None for j, c in enumerate(conds)]
+                barrier.wait()
+                threads_seen.add(threading.get_ident())
+                outs[i] = executor(model, only, x_in, timestep, model_options)[i]
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(e)
+
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(len(conds))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        if errors:
+            raise errors[0]
+        return outs
+
+    ex = make(parts)
+    ex.patched.add_wrapper_with_key(pe.WrappersMP.CALC_COND_BATCH, "sentinel-test-threads", in_threads)
+    got = feats(ex, imgs)
+    assert len(threads_seen) == 2 and ex.unet_calls == 2
+    for a, b in zip(ref, got):
+        D.assert_features_close(a, b, parts[0])

@@ -226,3 +226,26 @@ def test_list_outputs_say_they_are_lists(nodes):
                 assert "List output: one value per" in o.tooltip, (cls.__name__, o.id)
             elif o.io_type in ("INT", "FLOAT", "BOOLEAN"):
                 assert "Batch-level" in o.tooltip, (cls.__name__, o.id)
+
+
+def test_every_node_has_help_that_names_its_outputs(nodes):
+    """web/docs/<NodeId>.md (the frontend's node help panel): present for every DiffSim and diversity node, naming
+    each output, which are lists, the paper and the score's range."""
+    from pathlib import Path
+
+    from diffusion_sentinel.nodes.diversity import comfy_nodes as dn
+
+    docs = Path(__file__).resolve().parents[2] / "web" / "docs"
+    for cls in (*nodes.NODES, *dn.NODES):
+        schema = cls.GET_SCHEMA()
+        text = (docs / f"{schema.node_id}.md").read_text()
+        assert text.startswith(f"# {schema.display_name}\n"), schema.node_id
+        for o in schema.outputs:
+            assert f"`{o.display_name or o.id}`" in text, (schema.node_id, o.id)
+        lists = [o.display_name or o.id for o in schema.outputs if o.is_output_list]
+        assert not lists or "**list" in text, schema.node_id
+        assert "arXiv" in text or "TMLR" in text, schema.node_id
+    for name in ("SentinelDiffSim", "SentinelDiffSimMatrix", "SentinelStyleSimilarityGate"):
+        assert "[-1, 1], higher = more similar" in (docs / f"{name}.md").read_text()
+    for name in ("SentinelBatchDiversity", "SentinelSelectDiverseSubset"):
+        assert "higher = more diverse" in (docs / f"{name}.md").read_text()
