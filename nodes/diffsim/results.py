@@ -74,11 +74,13 @@ def pairs_panel(pairs: Sequence[tuple[int, int]], scores: Sequence[float], det: 
         notes=[RANGE_NOTE, run_note(det)])
 
 
-def matrix_panel(matrix: Sequence[Sequence[float]], per_image: Sequence[float], det: dict) -> dict:
+def matrix_panel(matrix: Sequence[Sequence[float]], per_image: Sequence[float], det: dict,
+                 figures: BatchFigures | None = None) -> dict:
     """DiffSim Matrix: the matrix (rows × columns, up to 16 columns) and each image's mean similarity to the others;
-    the most atypical image (lowest mean) highlighted."""
+    the most atypical image (lowest mean) highlighted. ``figures``: the node's off-diagonal mean/min/max (computed
+    from the matrix if not given)."""
     n = len(matrix)
-    f = BatchFigures.of([v for i, r in enumerate(matrix) for j, v in enumerate(r) if i != j])
+    f = figures or BatchFigures.of([v for i, r in enumerate(matrix) for j, v in enumerate(r) if i != j])
     odd = worst_index(per_image)
     wide = n > MAX_MATRIX_COLUMNS
     cols = [col("image", "image")]
