@@ -85,8 +85,13 @@ def test_early_exit_captures_the_same_qkv_as_a_full_forward(comfy, parts):
     imgs = D.images(3)
     early, full = make(parts), make(parts, early_exit=False)
     fe, ff = feats(early, imgs), feats(full, imgs)
-    for a, b in zip(fe, ff):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    import _device
+
+    for a, b in zip(fe, ff):  # bit for bit on the CPU; on CUDA kernels chosen per call may differ in the last bits
+        if _device.ON_CUDA:
+            D.assert_features_close(a, b, parts[0])
+        else:
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert fe[0].q.shape == (2, 8, 16, 8)  # [uncond, cond] x heads x 4x4 tokens x dim_head
 
 
