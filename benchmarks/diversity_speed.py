@@ -4,8 +4,12 @@
 2. Diverse-subset selection: greedy_vendi vs farthest_point for a few (n, k), and the q = 2 closed form.
 3. Selection quality: the chosen subset's Vendi score as a fraction of the brute-force optimum (n = 11, k = 3 and
    4, 20 seeds), and its rank among 20 random subsets on synthetic clusters (100 seeds).
+4. greedy_vendi before/after (issue 9): the released implementation (kept below as ``released_greedy``) against
+   the current one, same embeddings, same run, with torch's default thread count as ComfyUI has it; the ratio
+   released/now, whether both chose the same images, and one ``RESULT`` line per case.
 
     python benchmarks/diversity_speed.py            # add --quick for a shorter run, --threads N to pin torch
+    python benchmarks/diversity_speed.py --only-greedy   # section 4 only
 """
 
 from __future__ import annotations
@@ -55,12 +59,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave torch's default)")
+    ap.add_argument("--only-greedy", action="store_true", help="only section 4 (greedy_vendi before/after)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     vendi_score, select_diverse = _import_pack()
     reps = 3 if a.quick else 5
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {reps}")
+    if a.only_greedy:
+        greedy_before_after(select_diverse, a.quick)
+        return
 
     print("\n1. Vendi score (q=1): primal (n×n) vs dual (d×d), n > d")
     print(f"{'n':>6} {'d':>5} {'primal s':>10} {'dual s':>10} {'primal/dual':>12} {'|diff|':>9}")
@@ -87,6 +95,67 @@ def main() -> None:
 
     print("\n3. Selection quality (q=1)")
     quality(vendi_score, select_diverse)
+    greedy_before_after(select_diverse, a.quick)
+
+
+def released_greedy(f: torch.Tensor, k: int, q: float) -> list[int]:
+    """greedy_vendi as released (before issue 9): every step rebuilds every candidate's (m+1)² kernel and runs one
+    batched eigvalsh (q = 2: the closed form recomputed from scratch), with torch's thread count; no repeat rule."""
+    import math
+
+    from diffusion_sentinel.nodes.diversity.vendi import as_embeddings, hill_numbers
+
+    x = as_embeddings(f)
+    s = (x @ x.T).clamp(-1.0, 1.0)
+    s.fill_diagonal_(1.0)
+    n = s.shape[0]
+    v = s * s
+    v.fill_diagonal_(float("inf"))
+    i, j = divmod(int(torch.argmin(v)), n)
+    order = sorted((i, j))
+    while len(order) < k:
+        taken = torch.zeros(n, dtype=torch.bool)
+        taken[order] = True
+        cand = torch.nonzero(~taken).flatten()
+        m = len(order)
+        ch = torch.tensor(order)
+        if q == 2.0:
+            scores = (m + 1) ** 2 / (float((s[ch][:, ch] ** 2).sum()) + 2.0 * (s[cand][:, ch] ** 2).sum(dim=1) + 1.0)
+        else:
+            scores = torch.empty(cand.numel(), dtype=torch.float64)
+            for b0 in range(0, cand.numel(), 256):
+                c = cand[b0:b0 + 256]
+                kk = torch.empty(c.numel(), m + 1, m + 1, dtype=torch.float64)
+                kk[:, :m, :m] = s[ch][:, ch]
+                kk[:, m, :m] = s[c][:, ch]
+                kk[:, :m, m] = s[c][:, ch]
+                kk[:, m, m] = 1.0
+                lam = torch.linalg.eigvalsh(kk / (m + 1)).clamp_min(0.0)
+                scores[b0:b0 + 256] = hill_numbers(lam, math.inf if math.isinf(q) else q)
+        order.append(int(cand[int(torch.argmax(scores))]))
+    return order
+
+
+def greedy_before_after(select_diverse, quick: bool) -> None:
+    import math
+
+    print("\n4. greedy_vendi: released vs now (same embeddings, same run; d = 768, CLIP-like)")
+    print(f"{'n':>6} {'k':>5} {'q':>4} {'released s':>11} {'now s':>9} {'released/now':>13} {'same choice':>12}")
+    cases = [(256, 32, 1.0), (256, 64, 1.0), (256, 64, 2.0), (256, 64, math.inf)]
+    if not quick:
+        cases += [(256, 128, 1.0), (256, 128, 2.0), (256, 128, math.inf), (1024, 256, 2.0)]
+    for n, k, q in cases:
+        f = clip_like(n, 768, seed=n + k)
+        t0 = time.perf_counter()
+        old = released_greedy(f, k, q)
+        t_old = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        new = select_diverse(f, k, "greedy_vendi", q=q, work_budget=None).order
+        t_new = time.perf_counter() - t0
+        qs = "inf" if math.isinf(q) else f"{q:g}"
+        print(f"{n:>6} {k:>5} {qs:>4} {t_old:>11.2f} {t_new:>9.2f} {t_old / t_new:>13.1f} {str(old == new):>12}")
+        print(f"RESULT diversity_greedy n={n} k={k} q={qs} threads={torch.get_num_threads()} released_s={t_old:.3f} "
+              f"now_s={t_new:.3f} ratio={t_old / t_new:.2f} same_choice={old == new}")
 
 
 def quality(vendi_score, select_diverse) -> None:

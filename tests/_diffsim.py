@@ -93,7 +93,10 @@ SDXL_FULL = dict(model_channels=320, num_res_blocks=[2, 2, 2], channel_mult=[1, 
 
 def unet_model(kind: str = "sd15", seed: int = 0, device: str = "cpu", **over):
     """A real ComfyUI ModelPatcher: ``sd15`` (SD15 class) or ``sdxl`` (SDXL class), with ``over`` config keys.
-    Weights are random and seeded (ComfyUI leaves them empty); ``device='meta'`` builds shapes only."""
+    Weights are random and seeded, drawn in float32 on the CPU (the same values on every device); ``device='meta'``
+    builds shapes only. With the harness's ``_comfy.unet_patcher`` (SENTINEL_TEST_DEVICE) the model is built the
+    way ComfyUI's loader builds a checkpoint on the test device, in its dtype (float16 on a recent GPU); without
+    it, in float32 with ComfyUI's load device (the CPU run is the same either way)."""
     import _comfy
     import comfy.model_base
     import comfy.model_management as mm
@@ -101,15 +104,47 @@ def unet_model(kind: str = "sd15", seed: int = 0, device: str = "cpu", **over):
     import comfy.supported_models
 
     cfg = _unet_cfg(**over)
-    if kind == "sdxl":
-        mc = comfy.supported_models.SDXL(cfg)
-        model = comfy.model_base.SDXL(mc, device=torch.device(device))
-    else:
-        mc = comfy.supported_models.SD15(cfg)
-        model = comfy.model_base.BaseModel(mc, device=torch.device(device))
+    config_class = comfy.supported_models.SDXL if kind == "sdxl" else comfy.supported_models.SD15
+    model_class = comfy.model_base.SDXL if kind == "sdxl" else comfy.model_base.BaseModel
+    builder = getattr(_comfy, "unet_patcher", None)
+    if device != "meta" and builder is not None:
+        return builder(cfg, seed=seed, config_class=config_class, model_class=model_class)
+    model = model_class(config_class(cfg), device=torch.device(device))
     if device != "meta":
         _comfy.random_init_(model.diffusion_model, seed)
     return comfy.model_patcher.ModelPatcher(model, mm.get_torch_device(), mm.unet_offload_device())
+
+
+def model_kind(model) -> str:
+    """The ``_device.tol`` kind of a ModelPatcher's compute dtype ("float32", "float16", "bfloat16")."""
+    dtype = model.model.get_dtype() if hasattr(model.model, "get_dtype") else torch.float32
+    name = str(dtype).replace("torch.", "")
+    return name if name in ("float16", "bfloat16") else "float32"
+
+
+def feature_tol(model) -> dict:
+    """rtol/atol for attention features (q, k, v) of ``model`` computed in two different ways (batch layout, split
+    calls, wrapped patches): strict on the CPU, following the model's dtype and TF32 on CUDA."""
+    import _device
+
+    return _device.tol(model_kind(model))
+
+
+def score_tol(model) -> float:
+    """Absolute tolerance for DiffSim scores (cosines in [-1, 1]) of one pair computed two ways with ``model``: 1e-5
+    on the CPU (float32 features); on CUDA about the relative error of the features (fp16 ~1e-3, TF32 ~1e-3)."""
+    import _device
+
+    if not _device.ON_CUDA:
+        return 1e-5
+    return {"float16": 2e-3, "bfloat16": 1e-2}.get(model_kind(model), 2e-3 if _device.tf32_enabled() else 2e-4)
+
+
+def assert_features_close(a, b, model) -> None:
+    """Every tensor of two AttentionFeatures (CPU tensors) equal within ``feature_tol(model)``."""
+    t = feature_tol(model)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.float().cpu(), y.float().cpu(), rtol=t["rtol"], atol=t["atol"])
 
 
 def kl_vae(seed: int = 0):

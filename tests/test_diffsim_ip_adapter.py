@@ -3,12 +3,19 @@ meta tensors, and the Resampler against an independent float64 loop-over-heads i
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 
 import pytest
 import torch
 from _diffsim import SD15_LAYER_WIDTHS, SD15_PLUS, SDXL_PLUS, ip_adapter_state_dict, save_ip_adapter
-from diffusion_sentinel.nodes.diffsim.ip_adapter import IPAdapterError, IPAdapterPlus, inspect_state_dict
+from diffusion_sentinel.nodes.diffsim.ip_adapter import (
+    IPAdapterError,
+    IPAdapterPlus,
+    inspect_state_dict,
+    read_safetensors_header,
+)
 
 # SDXL's 70 cross-attention layers in IP-Adapter order: down 1 (2 attentions x depth 2, 640), down 2 (2 x 10, 1280),
 # up 0 (3 x 10, 1280), up 1 (3 x 2, 640), mid (10, 1280)
@@ -102,3 +109,100 @@ def test_refusals(tmp_path):
     extra = dict(sd, **{"image_proj.pos_emb.weight": torch.zeros(3, 64)})
     with pytest.raises(IPAdapterError, match="does not match the Resampler"):
         IPAdapterPlus(extra)
+
+
+# ----------------------------------------------------------------------------- bad files (issue 9)
+def _small_sd():
+    return ip_adapter_state_dict(dim=64, depth=1, heads=1, num_queries=4, embedding_dim=32, output_dim=64,
+                                 layer_widths=[32, 64], dtype=torch.float16)
+
+
+def _no_array_reads(monkeypatch):
+    """Fail the test if safetensors is asked for any tensor (the header check must come first)."""
+    import safetensors
+
+    def boom(*a, **k):
+        raise AssertionError("an array was read before the header was checked")
+
+    monkeypatch.setattr(safetensors, "safe_open", boom)
+    import safetensors.torch as st
+
+    monkeypatch.setattr(st, "load_file", boom)
+
+
+def test_truncated_pickled_and_foreign_files_get_the_packs_error(tmp_path, monkeypatch):
+    """Issue 9: a truncated or pickled IP-Adapter file gave a raw SafetensorError. Each bad file now gets an
+    IPAdapterError naming the file, what is wrong and what to do, before any array is read."""
+    good = save_ip_adapter(tmp_path / "good.safetensors", _small_sd())
+    data = open(good, "rb").read()
+    cases = {
+        "truncated.safetensors": (data[: len(data) - 100], "truncated"),
+        "header_cut.safetensors": (data[:40], "truncated"),
+        "empty.safetensors": (b"", "too few for a safetensors file"),
+        "tiny.safetensors": (b"\x01\x02", "too few for a safetensors file"),
+        "random.safetensors": (bytes(range(256)) * 8, "not a safetensors file"),
+        "notjson.safetensors": (struct.pack("<Q", 6) + b"abcdef" + b"\0" * 8, "header is not JSON"),
+        "list.safetensors": (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+        "deep.safetensors": (struct.pack("<Q", 200_002) + b"[" * 100_001 + b"]" * 100_001, "nested too deeply"),
+        "offsets.safetensors": (_header_file({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 8]}}, 4),
+                                "truncated"),
+        "inconsistent.safetensors": (_header_file({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 6]}}, 8),
+                                     "inconsistent"),
+        "dtype.safetensors": (_header_file({"a": {"dtype": "X9", "shape": [1], "data_offsets": [0, 1]}}, 1),
+                              "dtype 'X9'"),
+        "checkpoint.safetensors": (_header_file({"model.diffusion_model.x": {"dtype": "F16", "shape": [2],
+                                                                            "data_offsets": [0, 4]}}, 4),
+                                   "not an IP-Adapter file"),
+    }
+    torch.save(_small_sd(), tmp_path / "pickled.safetensors")  # a zip pickle under the right name
+    cases["pickled.safetensors"] = (open(tmp_path / "pickled.safetensors", "rb").read(), "pickle")
+    import pickle
+
+    cases["oldpickle.safetensors"] = (pickle.dumps({"a": 1}, protocol=2), "pickle")
+    for name, (blob, _) in cases.items():
+        (tmp_path / name).write_bytes(blob)
+    _no_array_reads(monkeypatch)
+    for name, (_, match) in cases.items():
+        with pytest.raises(IPAdapterError, match=match) as e:
+            IPAdapterPlus.load(str(tmp_path / name))
+        msg = str(e.value)
+        assert msg.startswith(name + ":"), msg
+        assert "download" in msg or "IP-Adapter Plus" in msg, msg
+        assert type(e.value).__module__ == "sentinel"  # short error title in ComfyUI
+
+
+def _header_file(header: dict, data_bytes: int) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + b"\0" * data_bytes
+
+
+def test_header_is_checked_before_arrays_and_only_adapter_tensors_are_read(tmp_path, monkeypatch):
+    sd = _small_sd()
+    sd["unrelated.big"] = torch.zeros(1000, dtype=torch.float16)
+    path = save_ip_adapter(tmp_path / "with_extra.safetensors", sd)
+    header = read_safetensors_header(path)
+    assert header["image_proj.latents"][:2] == ("F16", (1, 4, 64))
+    import safetensors
+
+    real = safetensors.safe_open
+    read = []
+
+    class Spy:
+        def __init__(self, *a, **k):
+            self.f = real(*a, **k)
+
+        def __enter__(self):
+            self.inner = self.f.__enter__()
+            return self
+
+        def __exit__(self, *a):
+            return self.f.__exit__(*a)
+
+        def get_tensor(self, k):
+            read.append(k)
+            return self.inner.get_tensor(k)
+
+    monkeypatch.setattr(safetensors, "safe_open", Spy)
+    ip = IPAdapterPlus.load(path)
+    assert "unrelated.big" not in read and len(read) == len(sd) - 1
+    assert torch.equal(ip.kv(1)[0], sd["ip_adapter.1.to_k_ip.weight"])

@@ -9,7 +9,14 @@ import math
 import pytest
 import torch
 from diffusion_sentinel.nodes.diversity.subset import (
+    MAX_GREEDY_WORK,
     METHODS,
+    SAME_IMAGE_COS,
+    check_greedy_budget,
+    greedy_work,
+    largest_arrowhead_eigenvalue,
+    max_greedy_k,
+    pick_best,
     select_diverse,
     take_latent,
     take_mask,
@@ -201,6 +208,18 @@ def test_indices_are_ascending_unique_and_progress_is_reported():
     assert calls[0] == (2, 6) and calls[-1] == (6, 6) and len(calls) == 5
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("k", [1, 2, 5, 12, 40])
+def test_progress_ends_at_its_total(method, k):
+    """The last progress call is (total, total) with total = min(k, n), for k = 1, 2, some, n and past n."""
+    f = torch.randn(12, 6, generator=torch.Generator().manual_seed(k))
+    calls = []
+    select_diverse(f, k, method, on_step=lambda done, total: calls.append((done, total)))
+    total = min(k, 12)
+    assert calls[-1] == (total, total) and all(t == total for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
 def test_bad_selection_input_is_a_clear_error():
     f = torch.randn(5, 4)
     with pytest.raises(DiversityInputError, match="k must be at least 1"):
@@ -237,3 +256,161 @@ def test_mismatched_latent_or_mask_is_a_clear_error():
         take_mask(torch.zeros(2, 3, 3), [0], 5)
     with pytest.raises(DiversityInputError, match="LATENT"):
         take_latent(torch.zeros(5, 4, 2, 2), [0], 5)
+
+
+# ----------------------------------------------------------------------------- repeats, ties, devices (issue 9)
+def arc(theta: float = 0.1, copies: int = 3, dtype=torch.float64) -> torch.Tensor:
+    """Three unit vectors at angles 0, θ/2, θ (b lies between a and c), each ``copies`` times: a, b, c, a, b, c..."""
+    ang = torch.tensor([0.0, theta / 2, theta], dtype=torch.float64)
+    base = torch.stack([ang.cos(), ang.sin()], dim=1)
+    return base.repeat(copies, 1).to(dtype)
+
+
+def test_the_vendi_score_itself_prefers_a_repeat_here():
+    """Why the CUDA run kept groups [0, 0, 2]: for nearly collinear embeddings the Vendi score of {a, a, c} beats
+    {a, b, c} when b lies between a and c (across-line variance 2θ²/9 vs θ²/6), at every order."""
+    f = arc()
+    for q in (0.5, 1, 2, math.inf):
+        assert vendi_score(f[[0, 3, 2]], q) > vendi_score(f[[0, 1, 2]], q)
+
+
+@pytest.mark.parametrize("q", [0.5, 1, 2, math.inf])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_an_image_is_not_repeated_while_another_is_left(q, dtype):
+    """Three images three times, b between a and c: one of each is kept (before the fix: a copy of c), for
+    embeddings in float64, float32 and float16 (what a CUDA encoder gives), and any batch order."""
+    f = arc(dtype=dtype)
+    for seed in range(5):
+        perm = torch.randperm(9, generator=torch.Generator().manual_seed(seed)) if seed else torch.arange(9)
+        for method in METHODS:
+            sel = select_diverse(f[perm], 3, method, q=q)
+            groups = sorted(int(perm[i]) % 3 for i in sel.indices)
+            assert groups == [0, 1, 2], (method, seed, groups)
+            assert len(set(sel.indices)) == 3
+            assert sel.score_after == pytest.approx(sel.score_before, rel=1e-9)  # one of each = the whole batch
+
+
+def test_repeats_are_taken_only_when_nothing_else_is_left():
+    """k = 5 of three images three times: every image once, then the copies that help most (balanced)."""
+    f = arc()
+    sel = select_diverse(f, 5, "greedy_vendi")
+    groups = [int(i) % 3 for i in sel.order]
+    assert sorted(groups[:3]) == [0, 1, 2] and len(set(sel.indices)) == 5
+    everything = torch.ones(6, 4, dtype=torch.float64)  # all the same image
+    for method in METHODS:
+        for k in (1, 2, 4):
+            sel = select_diverse(everything, k, method)
+            assert sel.indices == list(range(k)) and sel.score_after == pytest.approx(1.0)  # ties: lowest index
+
+
+def test_near_copies_within_embedding_precision_count_as_repeats():
+    """A copy perturbed at fp16 rounding level (cos ≈ 1 - 1e-8) is the same image; 1e-3 apart is not."""
+    f = arc(copies=1)
+    noisy = torch.cat([f, f[:1] + torch.tensor([[0.0, 1e-4]], dtype=torch.float64)])  # a, b, c, a'
+    x = as_embeddings(noisy)
+    assert float(x[0] @ x[3]) >= SAME_IMAGE_COS
+    sel = select_diverse(noisy, 3, "greedy_vendi")
+    assert sorted(sel.indices) == [0, 1, 2] or sorted(sel.indices) == [1, 2, 3]
+    apart = torch.cat([f, torch.tensor([[math.cos(0.1 + 0.05), math.sin(0.15)]], dtype=torch.float64)])
+    assert 3 in select_diverse(apart, 3, "greedy_vendi").indices  # a genuinely new direction is taken
+
+
+def test_ties_break_to_the_lowest_index_and_nan_never_wins():
+    assert pick_best(torch.tensor([1.0, 3.0, 3.0, 2.0])) == 1
+    assert pick_best(torch.tensor([1.0, 3.0, 3.0 * (1 - 1e-14), 3.0 * (1 + 1e-14)], dtype=torch.float64)) == 1
+    assert pick_best(torch.tensor([1.0, 3.0, 3.0 + 1e-9], dtype=torch.float64)) == 2  # a real difference wins
+    assert pick_best(torch.tensor([float("nan"), 0.5, float("nan")])) == 1
+    assert pick_best(torch.tensor([2.0, 1.0, 1.0]), largest=False) == 1
+    with pytest.raises(DiversityInputError, match="NaN"):
+        pick_best(torch.tensor([float("nan"), float("nan")]))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_index_is_ever_chosen_twice(method):
+    """Heavily repeated batches in float32 and float16 (few distinct images, many copies, round-off differences
+    between copies as on a GPU): the chosen indices are distinct for every k."""
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        base = torch.randn(int(torch.randint(1, 5, (1,), generator=g)), 8, generator=g) + 1.0
+        reps = base[torch.randint(0, base.shape[0], (14,), generator=g)]
+        jitter = 1e-4 * torch.randn(reps.shape, generator=g) * (seed % 2)
+        for dtype in (torch.float32, torch.float16):
+            f = (reps + jitter).to(dtype)
+            for k in (2, 5, 13):
+                sel = select_diverse(f, k, method, q=(1, 2, math.inf)[seed % 3])
+                assert len(set(sel.order)) == k == len(sel.indices), (seed, dtype, k)
+
+
+# ----------------------------------------------------------------------------- cost (issue 9)
+def _reference_greedy(f, k, q):
+    """The greedy_vendi of the released version (every step: batched eigvalsh of every candidate's kernel, or
+    the q = 2 closed form recomputed from scratch), kept here to check the faster version chooses the same."""
+    x = as_embeddings(f)
+    s = (x @ x.T).clamp(-1, 1)
+    s.fill_diagonal_(1.0)
+    n = s.shape[0]
+    v = s * s
+    v.fill_diagonal_(float("inf"))
+    i, j = divmod(int(torch.argmin(v)), n)
+    order = sorted((i, j))
+    while len(order) < k:
+        cand = torch.tensor([c for c in range(n) if c not in order])
+        ch = torch.tensor(order)
+        m = len(order)
+        if q == 2:
+            scores = (m + 1) ** 2 / (float((s[ch][:, ch] ** 2).sum()) + 2.0 * (s[cand][:, ch] ** 2).sum(1) + 1.0)
+        else:
+            kk = torch.empty(cand.numel(), m + 1, m + 1, dtype=torch.float64)
+            kk[:, :m, :m] = s[ch][:, ch]
+            kk[:, m, :m] = s[cand][:, ch]
+            kk[:, :m, m] = s[cand][:, ch]
+            kk[:, m, m] = 1.0
+            scores = hill_numbers(torch.linalg.eigvalsh(kk / (m + 1)).clamp_min(0.0), q)
+        order.append(int(cand[int(torch.argmax(scores))]))
+    return order
+
+
+@pytest.mark.parametrize("q", [1, 0.5, 2, math.inf])
+def test_same_choices_as_the_released_greedy(q):
+    """Random batches without repeated images (sizes, dims, k random; 25 seeds): the incremental order-2 sums and
+    the order-inf secular equation choose exactly what the released full recomputation chose."""
+    for seed in range(25):
+        g = torch.Generator().manual_seed(seed)
+        n, d = int(torch.randint(8, 40, (1,), generator=g)), int(torch.randint(3, 24, (1,), generator=g))
+        f = torch.randn(n, d, generator=g, dtype=torch.float64) + float(torch.rand(1, generator=g)) * 2 \
+            * torch.randn(1, d, generator=g, dtype=torch.float64)
+        k = int(torch.randint(2, n, (1,), generator=g))
+        assert select_diverse(f, k, "greedy_vendi", q=q).order == _reference_greedy(f, k, q), (seed, n, d, k)
+
+
+def test_largest_arrowhead_eigenvalue_matches_eigvalsh():
+    g = torch.Generator().manual_seed(0)
+    for m in (1, 2, 7, 30):
+        for alpha in (1.0, 0.1, 5.0):
+            d = torch.rand(m, generator=g, dtype=torch.float64) * 3
+            d[0] = d[-1] if m > 2 else d[0]  # a repeated eigenvalue
+            w = torch.randn(6, m, generator=g, dtype=torch.float64)
+            w[0] = 0.0  # no coupling: the answer is max(d_max, alpha)
+            w[1, : m // 2] = 0.0
+            a = torch.zeros(6, m + 1, m + 1, dtype=torch.float64)
+            a[:, :m, :m] = torch.diag(d)
+            a[:, :m, m] = w
+            a[:, m, :m] = w
+            a[:, m, m] = alpha
+            expect = torch.linalg.eigvalsh(a)[:, -1]
+            got = largest_arrowhead_eigenvalue(d, w, alpha)
+            assert torch.allclose(got, expect, rtol=1e-13, atol=1e-13), (m, alpha, got - expect)
+
+
+def test_greedy_cost_is_bounded_with_a_clear_message():
+    assert greedy_work(256, 128, 1) == pytest.approx(sum((256 - m) * (m + 1) ** 3 for m in range(2, 128)))
+    assert greedy_work(256, 128, 2) == 0 and greedy_work(256, 128, "inf") == 0 and greedy_work(10, 10, 1) == 0
+    kmax = max_greedy_k(256)
+    assert greedy_work(256, kmax, 1) <= MAX_GREEDY_WORK < greedy_work(256, kmax + 1, 1)
+    assert max_greedy_k(40) == 40  # small batches: every k fits
+    check_greedy_budget(256, kmax, 1)
+    f = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(DiversityInputError, match=rf"k=4000 of 256|k={kmax + 1} of 256") as e:
+        select_diverse(f, kmax + 1, "greedy_vendi", q=1)
+    assert f"k <= {kmax}" in str(e.value) and "vendi_order 2 or inf" in str(e.value) and "farthest_point" in str(e.value)
+    assert len(select_diverse(f, kmax + 1, "greedy_vendi", q=2).indices) == kmax + 1  # the closed form is not bounded

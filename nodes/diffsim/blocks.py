@@ -33,6 +33,8 @@ CUSTOM_BLOCK = "custom"
 class BlockError(ValueError):
     """The chosen block does not exist (or has no attention of the needed kind) in this model."""
 
+    __module__ = "sentinel"  # ComfyUI titles errors with module + class name: keep it short
+
 
 @dataclass(frozen=True)
 class AttnSite:

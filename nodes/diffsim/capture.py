@@ -11,11 +11,23 @@ U-Net right after it, and run single U-Net evaluations through ComfyUI's own sam
 - Probe: a ``comfy.samplers.Sampler`` run by a normal CFGGuider (docs/comfyui-internals.md §2.10), so model
   loading, LoRA/weight patches, hooks, object patches and cleanup are ComfyUI's.
 
-State lives in closures and a store object they reference, never in objects ``clone()`` deep-copies.
+State lives in closures and a store object they reference, never in objects ``clone()`` deep-copies, and never in
+module globals. Each probe is one *run*: ``CaptureStore.begin()`` hands out a token that ``run_probe`` puts into the
+sampling's ``transformer_options`` (under ``RUN_KEY``), so every attention call carries the token of the run it
+belongs to and records under (token, cond index), under the store's lock. Newer ComfyUI evaluates cond and uncond
+on several GPUs in threads (``_calc_cond_batch_multigpu``, with per-device model clones that share these patch
+closures): both threads then record into the same run concurrently, each its own cond index, and a late call from
+an abandoned run can never land in the next one. Checked against ComfyUI 0.3.64 and newer source (the attention
+block still calls ``patches_replace`` with (q, k, v, extra_options); attention functions take ``transformer_options``,
+which ``_base_attention`` passes on when the function accepts it, so another node's ``optimized_attention_override``
+is honoured); see the README's "Current ComfyUI".
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,10 +37,13 @@ from .aas import split_heads
 from .blocks import AttnSite, BlockError, UNetLayout
 
 WRAPPER_KEY = "diffusion_sentinel.diffsim"
+RUN_KEY = "diffusion_sentinel.diffsim.run"  # transformer_options entry: the token of the probe run a call belongs to
 
 
 class EarlyExit(Exception):
     """Raised by the capture patch once the wanted block is captured (private; never reaches the user)."""
+
+    __module__ = "sentinel"  # ComfyUI titles errors with module + class name: keep it short
 
 
 # ----------------------------------------------------------------------------- layout
@@ -104,20 +119,60 @@ def context_width(model, site: AttnSite) -> int:
 
 # ----------------------------------------------------------------------------- capture patches
 @dataclass
-class CaptureStore:
-    """What one probe captured: per cond index (0 positive, 1 negative) the [B, H, N, d] q, k, v."""
+class CaptureRun:
+    """What one probe run captured: per cond index (0 positive, 1 negative) the [B, H, N, d] q, k, v."""
 
-    early_exit: bool = True
     captured: dict[int, tuple[torch.Tensor, ...]] = field(default_factory=dict)
     calls: int = 0
-    # DiffSim-C: image tokens of the current images for the positive chunk, and the uncond tokens
-    ip_cond: torch.Tensor | None = None  # [B, Q, D]
+    ip_cond: torch.Tensor | None = None  # DiffSim-C: the image tokens of this run's images [B, Q, D]
+
+
+@dataclass
+class CaptureStore:
+    """Capture state shared by the patch closures of one extractor: the runs in flight (keyed by their token) and,
+    for DiffSim-C, the image tokens of the current images. Thread-safe: records happen under ``lock``."""
+
+    early_exit: bool = True
+    # DiffSim-C: the IP tokens of the uncond chunk (the positive chunk's are per run: CaptureRun.ip_cond)
     ip_uncond: torch.Tensor | None = None  # [1, Q, D]
     ip_weight: float = 0.5
+    runs: dict[object, CaptureRun] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1), repr=False, compare=False)
 
-    def reset(self) -> None:
-        self.captured = {}
-        self.calls = 0
+    def begin(self, ip_cond: torch.Tensor | None = None) -> int:
+        """Open a run (with its images' IP tokens for DiffSim-C); pass the token to ``run_probe(run_token=...)``."""
+        with self.lock:
+            token = next(self._ids)
+            self.runs[token] = CaptureRun(ip_cond=ip_cond)
+        return token
+
+    def ip_tokens(self, token, cond_index: int) -> torch.Tensor | None:
+        if int(cond_index) != 0:
+            return self.ip_uncond
+        with self.lock:
+            run = self.runs.get(token)
+        return run.ip_cond if run is not None else None
+
+    def finish(self, token) -> CaptureRun:
+        """Close a run and return what it captured (an empty run if nothing was recorded)."""
+        with self.lock:
+            return self.runs.pop(token, CaptureRun())
+
+    def record(self, token, cond_index: int, tensors: tuple[torch.Tensor, ...]) -> bool:
+        """Store one chunk's tensors for a run; False (ignored) if the run is not open (a late call)."""
+        with self.lock:
+            run = self.runs.get(token)
+            if run is None:
+                return False
+            run.captured[int(cond_index)] = tensors
+            return True
+
+    def count_call(self, token) -> None:
+        with self.lock:
+            run = self.runs.get(token)
+            if run is not None:
+                run.calls += 1
 
 
 def _existing_replace(model, kind: str, key: tuple[str, int, int]):
@@ -126,15 +181,39 @@ def _existing_replace(model, kind: str, key: tuple[str, int, int]):
     return table.get(tuple(key), table.get(tuple(key[:2])))
 
 
+def takes_transformer_options(fn) -> bool:
+    """Whether an attention function accepts ``transformer_options=`` (ComfyUI's attention functions take **kwargs
+    and read it in ``wrap_attn``, 0.3.64 and newer; an older or replaced function may not)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "transformer_options" for p in params)
+
+
 def _base_attention(prev, q, k, v, eo):
     if prev is not None:
         return prev(q, k, v, eo)
     from comfy.ldm.modules.attention import optimized_attention
 
-    return optimized_attention(q, k, v, eo["n_heads"], attn_precision=eo.get("attn_precision"))
+    kw = {"attn_precision": eo.get("attn_precision")}
+    if takes_transformer_options(optimized_attention):  # honours another node's optimized_attention_override
+        kw["transformer_options"] = eo
+    return optimized_attention(q, k, v, eo["n_heads"], **kw)
+
+
+def _plain_attention(q, k, v, heads: int, eo: dict):
+    """ComfyUI's optimized attention (with this call's transformer_options where the function takes them)."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    if takes_transformer_options(optimized_attention):
+        return optimized_attention(q, k, v, heads, transformer_options=eo)
+    return optimized_attention(q, k, v, heads)
 
 
 def _record(store: CaptureStore, tensors: tuple[torch.Tensor, ...], eo: dict) -> None:
+    """Split a call's q/k/v into its CFG chunks (``cond_or_uncond``) and record them for the call's run."""
+    token = eo.get(RUN_KEY)
     cu = list(eo.get("cond_or_uncond") or [0])
     heads = int(eo["n_heads"])
     rows = tensors[0].shape[0] // len(cu)
@@ -143,8 +222,8 @@ def _record(store: CaptureStore, tensors: tuple[torch.Tensor, ...], eo: dict) ->
         for t in tensors:
             chunk = t[i * rows:(i + 1) * rows] if t.shape[0] == tensors[0].shape[0] else t
             part.append(split_heads(chunk, heads).detach().to("cpu", copy=True))
-        store.captured[int(c)] = tuple(part)
-    store.calls += 1
+        store.record(token, int(c), tuple(part))
+    store.count_call(token)
 
 
 def make_self_capture(store: CaptureStore, prev=None) -> Callable:
@@ -163,7 +242,7 @@ def make_self_capture(store: CaptureStore, prev=None) -> Callable:
 def _ip_tokens(store: CaptureStore, eo: dict, rows: int, like: torch.Tensor) -> torch.Tensor:
     chunks = []
     for c in eo.get("cond_or_uncond") or [0]:
-        t = store.ip_cond if int(c) == 0 else store.ip_uncond
+        t = store.ip_tokens(eo.get(RUN_KEY), int(c))
         if t is None:
             raise RuntimeError("DiffSim-C image tokens were not set before the U-Net ran")
         chunks.append(t.expand(rows, -1, -1) if t.shape[0] == 1 else t)
@@ -175,7 +254,6 @@ def make_ip_attention(store: CaptureStore, w_k: torch.Tensor, w_v: torch.Tensor,
     """attn2 replace for IP-Adapter Plus decoupled cross-attention:
     out = attn(q, k_text, v_text) + weight · attn(q, to_k_ip(tokens), to_v_ip(tokens)).
     With ``capture`` it also records (q, K_ip, V_ip) of this layer and may exit early."""
-    from comfy.ldm.modules.attention import optimized_attention
 
     def diffsim_ip_attn2(q, k, v, extra_options):
         heads = int(extra_options["n_heads"])
@@ -189,7 +267,7 @@ def make_ip_attention(store: CaptureStore, w_k: torch.Tensor, w_v: torch.Tensor,
                 raise EarlyExit()
         out = _base_attention(prev, q, k, v, extra_options)
         if store.ip_weight:
-            out = out + store.ip_weight * optimized_attention(q, k_ip, v_ip, heads)
+            out = out + store.ip_weight * _plain_attention(q, k_ip, v_ip, heads, extra_options)
         return out
 
     diffsim_ip_attn2.sentinel_prev = prev
@@ -265,11 +343,20 @@ def _probe_sampler_class():
 
 
 def run_probe(model, positive, negative, latent: torch.Tensor, noise: torch.Tensor, sigma: float,
-              run_positive: bool, run_negative: bool, seed: int = 0) -> None:
-    """One U-Net evaluation of ``latent`` (VAE latent space, unscaled) noised to ``sigma`` with all patches."""
+              run_positive: bool, run_negative: bool, seed: int = 0, run_token=None) -> None:
+    """One U-Net evaluation of ``latent`` (VAE latent space, unscaled) noised to ``sigma`` with all patches.
+    ``run_token`` (from ``CaptureStore.begin``) goes into this evaluation's ``transformer_options``."""
     import comfy.samplers
 
     guider = comfy.samplers.CFGGuider(model)
+    if run_token is not None:
+        opts = getattr(guider, "model_options", None)
+        if not isinstance(opts, dict):
+            raise RuntimeError("DiffSim: this ComfyUI's CFGGuider has no model_options dict to carry the capture run; "
+                               "update ComfyUI or report the version")
+        opts = dict(opts)  # the guider's own copy: the MODEL's options stay untouched
+        opts["transformer_options"] = {**opts.get("transformer_options", {}), RUN_KEY: run_token}
+        guider.model_options = opts
     guider.set_conds(positive, negative)
     guider.set_cfg(7.5)  # the paper's guidance scale; no CFG combination is computed here
     sampler = _probe_sampler_class()(run_positive, run_negative)

@@ -1,11 +1,14 @@
 """DiffSim nodes: DiffSim (pairs), DiffSim Matrix (a batch against itself), Style Similarity Gate (reference vs
-candidates), and the IP-Adapter Plus loader for DiffSim-C. Thin: validate, call the pipeline, shape outputs."""
+candidates), and the IP-Adapter Plus loader for DiffSim-C. Thin: validate, call the pipeline, shape outputs; what
+each node shows on itself is built in ``results.py``.
+
+Progress: every node's bar counts the distinct images (computed or found in the cache) plus the scores (pairs, or
+rows of the matrix), and ends at exactly that total."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 
 import folder_paths
@@ -13,120 +16,22 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..common.comfy_glue import Progress, register_folder
-from .blocks import BLOCK_PRESETS, CUSTOM_BLOCK
-from .heatmap import matrix_image, matrix_text
-from .images import RESIZE_MODES
+from ..common.ui import result_ui
+from .heatmap import matrix_image
+from .inputs import DiffSimIPAdapter, model_inputs, settings_inputs
+from .inputs import make_extractor as _extractor
 from .ip_adapter import IPAdapterPlus
-from .pipeline import (
-    DEFAULT_PROMPT,
-    DEFAULT_SEED,
-    LATENT_MODES,
-    MODES,
-    NOISE_MODES,
-    TEXT_MODES,
-    DiffSimExtractor,
-    Settings,
-    aas_device,
-    pair_up,
-)
-from .timesteps import CONVENTIONS, CUSTOM, TIMESTEP_PRESETS, preset_t
+from .pipeline import aas_device, pair_up
+from .results import BatchFigures, gate_panel, ipadapter_panel, matrix_panel, pairs_panel, worst_index
 
 log = logging.getLogger("diffusion_sentinel")
 CATEGORY = "Sentinel/diffsim"
 IPADAPTER_DIR = "ipadapter"
 register_folder(IPADAPTER_DIR, [os.path.join(folder_paths.models_dir, IPADAPTER_DIR)], {".safetensors"})
 
-# An IP-Adapter Plus read by 'Load IP-Adapter Plus (DiffSim)'. Value: nodes.diffsim.ip_adapter.IPAdapterPlus
-DiffSimIPAdapter = io.Custom("DIFFSIM_IPADAPTER")
 
-
-# ----------------------------------------------------------------------------- shared inputs
-def model_inputs() -> list:
-    return [
-        io.Model.Input("model", tooltip="An SD1.x/SD2.x/SDXL MODEL (LoRAs and other patches are honoured). It is "
-                                        "cloned, never modified. DiffSim was published on SD1.5."),
-        io.Vae.Input("vae", tooltip="The checkpoint's VAE: the images are encoded to latents with it."),
-        io.Clip.Input("clip", tooltip="The checkpoint's CLIP: encodes the prompt and the empty unconditional prompt."),
-    ]
-
-
-def settings_inputs() -> list:
-    return [
-        io.Combo.Input("mode", options=list(MODES), default=MODES[0],
-                       tooltip="DiffSim-S: the U-Net's self-attention (the paper's main metric). DiffSim-C: the "
-                               "IP-Adapter Plus image cross-attention (needs ip_adapter and clip_vision)."),
-        io.Combo.Input("block", options=[*BLOCK_PRESETS, CUSTOM_BLOCK], default="U_0",
-                       tooltip="Attention block, named as in the paper: U_0/U_1/U_2 = last attention of the 1st/2nd/"
-                               "3rd up level (U_0 = output 5 on SD1.5, output 2 transformer 9 on SDXL), D_0.. the "
-                               "down levels, mid the middle block. 'custom' reads custom_block."),
-        io.Combo.Input("timestep", options=[*TIMESTEP_PRESETS, CUSTOM], default="style (t=900)",
-                       tooltip="The paper's t (a denoising-step index: high t = little noise). style 900, instance/IP "
-                               "750, CUTE 600, NIGHTS 500. Low noise and shallow blocks compare style; more noise "
-                               "compares content."),
-        io.Int.Input("t", default=900, min=1, max=1000,
-                     tooltip="The paper's t when timestep is 'custom (use t)'; noise level = 1001 - t on SD1.x "
-                             "(the released PNDM indexing), 1000 - t on SDXL and other models."),
-        io.String.Input("prompt", default=DEFAULT_PROMPT,
-                        tooltip="The text condition of the pass (the paper uses 'High quality image'; NIGHTS 'An "
-                                "image of a <category>', CUTE 'The photo of a <class>')."),
-        io.Combo.Input("text", options=list(TEXT_MODES), default=TEXT_MODES[0],
-                       tooltip="prompt + empty uncond: the U-Net batch [uncond '', cond prompt] as in the paper (CFG "
-                               "7.5), both halves enter the score. unconditional only: the empty prompt alone."),
-        io.Int.Input("seed", default=DEFAULT_SEED, min=0, max=0x7FFFFFFFFFFFFFFF,
-                     tooltip="Seed of the noise and of the VAE posterior sample (the released scripts use 2334). "
-                             "Each image's draws depend on the seed and the image only, so scores are reproducible "
-                             "and order-independent."),
-        io.Int.Input("resolution", default=512, min=64, max=4096, step=64,
-                     tooltip="Images are brought to resolution x resolution pixels before encoding (paper: 512)."),
-        io.Combo.Input("resize", options=list(RESIZE_MODES), default=RESIZE_MODES[0],
-                       tooltip="square: Lanczos resize to a square, stretching (the paper). crop: resize the short "
-                               "side, then centre-crop (keeps the aspect ratio, loses the borders)."),
-        io.Combo.Input("noise", options=list(NOISE_MODES), default=NOISE_MODES[0], optional=True,
-                       tooltip="independent per image: each image gets its own seeded noise (the paper). shared: every "
-                               "image gets the same noise (removes noise from the comparison)."),
-        io.Combo.Input("latent", options=list(LATENT_MODES), default=LATENT_MODES[0], optional=True,
-                       tooltip="posterior sample: a seeded sample of the VAE posterior (the paper). posterior mean: "
-                               "the deterministic mean (what VAEEncode returns)."),
-        io.String.Input("custom_block", default="output 5 0", optional=True,
-                        tooltip="Used when block is 'custom': '<input|middle|output> <number> [<transformer index>]' "
-                                "in ComfyUI's numbering, e.g. 'output 5 0'. Without an index the last one is used."),
-        io.Combo.Input("t_convention", options=list(CONVENTIONS), default="auto", optional=True,
-                       tooltip="How t becomes a noise level: auto follows the released code (SD1.x PNDM: 1001 - t; "
-                               "SDXL Euler and other models: 1000 - t)."),
-        DiffSimIPAdapter.Input("ip_adapter", optional=True,
-                               tooltip="DiffSim-C only: an IP-Adapter Plus from 'Load IP-Adapter Plus (DiffSim)'."),
-        io.ClipVision.Input("clip_vision", optional=True,
-                            tooltip="DiffSim-C only: the image encoder of the IP-Adapter (CLIP ViT-H/14 for the Plus "
-                                    "models), from CLIPVisionLoader."),
-        io.Float.Input("ip_weight", default=0.5, min=0.0, max=2.0, step=0.05, optional=True,
-                       tooltip="DiffSim-C only: IP-Adapter weight applied in every cross-attention layer during the "
-                               "pass (0.5 as released)."),
-        io.Int.Input("batch_size", default=4, min=1, max=256, optional=True,
-                     tooltip="Images per U-Net call (each image is one pass, two rows with the uncond half). Lower "
-                             "it if you run out of memory."),
-        io.Boolean.Input("use_cache", default=True, optional=True,
-                         tooltip="Reuse each image's attention features between runs and nodes with the same model "
-                                 "and settings (bounded, in memory). Off: recompute everything."),
-    ]
-
-
-def _settings(mode, block, timestep, t, prompt, text, seed, resolution, resize, noise=NOISE_MODES[0],
-              latent=LATENT_MODES[0], custom_block="output 5 0", t_convention="auto", ip_weight=0.5) -> Settings:
-    return Settings(mode=Settings.parse_mode(mode), block=custom_block if block == CUSTOM_BLOCK else block,
-                    t=preset_t(timestep, t), t_convention=t_convention, prompt=prompt,
-                    cfg_pair=(text == TEXT_MODES[0]), seed=int(seed), shared_noise=(noise == NOISE_MODES[1]),
-                    posterior_sample=(latent == LATENT_MODES[0]), resolution=int(resolution), resize=resize,
-                    ip_weight=float(ip_weight))
-
-
-def _extractor(model, vae, clip, progress: Progress | None, ip_adapter=None, clip_vision=None, batch_size=4,
-               use_cache=True, **settings) -> DiffSimExtractor:
-    from .pipeline import CACHE
-
-    s = _settings(**settings)
-    return DiffSimExtractor(model, vae, clip, s, ip_adapter=ip_adapter, clip_vision=clip_vision,
-                            cache=CACHE if use_cache else None, batch_size=batch_size,
-                            on_pass=(progress.update if progress is not None else None))
+LIST_NOTE = ("List output: one value per {what}; a node connected here runs once per value. For one value per run "
+             "use the batch-level outputs ({alts}).")
 
 
 def _items(images: torch.Tensor, what: str) -> list[torch.Tensor]:
@@ -137,21 +42,43 @@ def _items(images: torch.Tensor, what: str) -> list[torch.Tensor]:
 
 
 def _n_unique(images: list[torch.Tensor]) -> int:
+    """Distinct images as the pipeline sees them (normalised: RGBA == its RGB), i.e. the feature work to account."""
     from .images import content_hash
 
     return len({content_hash(im) for im in images})
 
 
+class _Bar:
+    """The node's progress: ``images`` distinct images (each computed or a cache hit) then ``scores`` scores."""
+
+    def __init__(self, images: int, scores: int):
+        self.images, self.scores = int(images), int(scores)
+        self.progress = Progress(self.images + self.scores)
+
+    def on_pass(self, n: int) -> None:  # images computed in one U-Net call
+        self.progress.update(n)
+
+    def features_done(self) -> None:
+        """Count the images that came from the cache (no pass), so that the feature part ends at ``images``."""
+        missing = self.images - self.progress.done
+        if missing > 0:
+            self.progress.update(missing)
+
+    def on_score(self, _i: int = 0) -> None:
+        self.progress.update(1)
+
+    def finish(self) -> None:
+        if self.progress.done != self.progress.total:  # never expected; keeps the bar honest if it happens
+            log.warning("DiffSim progress ended at %d of %d", self.progress.done, self.progress.total)
+            self.progress.update(self.progress.total - self.progress.done)
+
+
 def _preview(image: torch.Tensor, cls) -> dict:
-    try:
-        return ui.PreviewImage(image, cls=cls).as_dict()
+    try:  # ui values must be lists (ComfyUI merges them; JSON sends a tuple as a list anyway)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in ui.PreviewImage(image, cls=cls).as_dict().items()}
     except Exception as e:  # no temp folder (direct calls in unit tests); the IMAGE output still carries it
         log.debug("preview not saved: %s", e)
         return {}
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4f}" if math.isfinite(v) else "nan"
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -162,8 +89,8 @@ class DiffSim(io.ComfyNode):
             node_id="SentinelDiffSim",
             display_name="DiffSim",
             category=CATEGORY,
-            description="Diffusion-attention similarity of images (DiffSim, Song et al. 2024): the Aligned "
-                        "Attention Score of one U-Net attention layer, in [-1, 1], higher = more similar. "
+            description="Diffusion-attention similarity of images (DiffSim, Song, Liu & Shou, arXiv 2412.14580): the "
+                        "Aligned Attention Score of one U-Net attention layer, in [-1, 1], higher = more similar. "
                         "One image against a batch, or two batches item by item.",
             inputs=[
                 io.Image.Input("image_a", tooltip="One image (compared with every image_b) or a batch (paired with "
@@ -174,11 +101,20 @@ class DiffSim(io.ComfyNode):
             ],
             outputs=[
                 io.Float.Output("similarity", display_name="similarity", is_output_list=True,
-                                tooltip="One DiffSim score per pair, in [-1, 1] (higher = more similar)."),
-                io.Float.Output("mean", display_name="mean", tooltip="The mean score over the pairs."),
+                                tooltip="One DiffSim score per pair, in [-1, 1] (higher = more similar). "
+                                        + LIST_NOTE.format(what="pair", alts="mean, min, max, best_index")),
+                io.Float.Output("mean", display_name="mean",
+                                tooltip="Batch-level: the mean score over the pairs (one value)."),
                 io.String.Output("details", display_name="details",
                                  tooltip="JSON: the scores, the pairs, the ComfyUI block, noise level and sigma used, "
                                          "image passes and cache hits."),
+                io.Float.Output("min", display_name="min", tooltip="Batch-level: the lowest score over the pairs."),
+                io.Float.Output("max", display_name="max", tooltip="Batch-level: the highest score over the pairs."),
+                io.Int.Output("best_index", display_name="best_index",
+                              tooltip="Batch-level: the pair with the highest score (its position in the list; with "
+                                      "one image_a it is the index of the most similar image_b). Ties: the first."),
+                io.Int.Output("worst_index", display_name="worst_index",
+                              tooltip="Batch-level: the pair with the lowest score. Ties: the first."),
             ],
             is_output_node=True,
         )
@@ -188,24 +124,21 @@ class DiffSim(io.ComfyNode):
                 use_cache=True, **settings) -> io.NodeOutput:
         a, b = _items(image_a, "image_a"), _items(image_b, "image_b")
         pairs = pair_up(len(a), len(b))
-        progress = Progress(_n_unique(a + b) + len(pairs))
-        ex = _extractor(model, vae, clip, progress, ip_adapter, clip_vision, batch_size, use_cache, **settings)
+        bar = _Bar(_n_unique(a + b), len(pairs))
+        ex = _extractor(model, vae, clip, bar, ip_adapter, clip_vision, batch_size, use_cache, **settings)
         feats = ex.features(a + b)  # one batched pass over every distinct image
+        bar.features_done()
         fa, fb = feats[:len(a)], feats[len(a):]
-        progress.done = min(progress.total, progress.total - len(pairs))  # cache hits count as done
         from .aas import aas_pairs
 
         scores = aas_pairs([fa[i] for i, _ in pairs], [fb[j] for _, j in pairs], device=aas_device(model),
-                           on_pair=lambda _i: progress.update())
-        mean = sum(scores) / len(scores)
-        det = {**ex.details(), "pairs": pairs, "similarity": scores, "mean": mean}
-        lines = [f"a[{i}] vs b[{j}]: {_fmt(s)}" for (i, j), s in zip(pairs, scores)]
-        if len(scores) > 1:
-            lines.append(f"mean {_fmt(mean)}")
-        lines.append(f"{det['mode']} {det['block']} = {tuple(det['comfy_block'])}, t={det['t_paper']} "
-                     f"(noise {det['noise_timestep']}, sigma {det['sigma']:.4f}); {ex.passes} image pass(es), "
-                     f"{ex.hits} cached")
-        return io.NodeOutput(scores, mean, json.dumps(det), ui={"text": ["\n".join(lines)]})
+                           on_pair=bar.on_score)
+        bar.finish()
+        f = BatchFigures.of(scores)
+        det = {**ex.details(), "pairs": pairs, "similarity": scores, "mean": f.mean, "min": f.min, "max": f.max,
+               "best_index": f.best_index, "worst_index": f.worst_index}
+        return io.NodeOutput(scores, f.mean, json.dumps(det), f.min, f.max, f.best_index, f.worst_index,
+                             ui=result_ui(pairs_panel(pairs, scores, det)))
 
 
 class DiffSimMatrix(io.ComfyNode):
@@ -215,19 +148,29 @@ class DiffSimMatrix(io.ComfyNode):
             node_id="SentinelDiffSimMatrix",
             display_name="DiffSim Matrix",
             category=CATEGORY,
-            description="DiffSim of every pair in a batch: the N x N similarity matrix (diagonal 1) as a heatmap, as "
-                        "text, its mean (how alike the batch is) and each image's mean similarity to the others. "
-                        "N images cost N U-Net passes.",
+            description="DiffSim of every pair in a batch: the N x N similarity matrix (diagonal 1) as a table and a "
+                        "heatmap (fixed colour scale 0..1, values in the cells), its mean (how alike the batch is) "
+                        "and each image's mean similarity to the others. N images cost N U-Net passes.",
             inputs=[io.Image.Input("images", tooltip="A batch of at least 2 images."), *model_inputs(),
                     *settings_inputs()],
             outputs=[
                 io.String.Output("matrix", display_name="matrix",
                                  tooltip="The N x N matrix as JSON (a list of rows)."),
                 io.Float.Output("mean", display_name="mean",
-                                tooltip="Mean of the off-diagonal entries: the batch's average pairwise DiffSim."),
+                                tooltip="Batch-level: mean of the off-diagonal entries, the batch's average pairwise "
+                                        "DiffSim (higher = a more alike batch)."),
                 io.Float.Output("per_image_mean", display_name="per_image_mean", is_output_list=True,
-                                tooltip="Per image: its mean similarity to the other images (low = the odd one out)."),
-                io.Image.Output("heatmap", display_name="heatmap", tooltip="The matrix drawn as a heatmap."),
+                                tooltip="Per image: its mean similarity to the other images (low = the odd one out). "
+                                        + LIST_NOTE.format(what="image", alts="mean, min, max, most_atypical_index")),
+                io.Image.Output("heatmap", display_name="heatmap",
+                                tooltip="The matrix drawn as a heatmap: fixed colour scale 0 (dark) .. 1 (bright), "
+                                        "values printed in the cells (up to 16 images)."),
+                io.Float.Output("min", display_name="min",
+                                tooltip="Batch-level: the lowest off-diagonal entry (the least similar pair)."),
+                io.Float.Output("max", display_name="max",
+                                tooltip="Batch-level: the highest off-diagonal entry (the most similar pair)."),
+                io.Int.Output("most_atypical_index", display_name="most_atypical_index",
+                              tooltip="Batch-level: the image with the lowest mean similarity to the others."),
             ],
             is_output_node=True,
         )
@@ -239,24 +182,24 @@ class DiffSimMatrix(io.ComfyNode):
         if len(items) < 2:
             raise ValueError("DiffSim Matrix needs a batch of at least 2 images (use DiffSim for a single pair)")
         n = len(items)
-        progress = Progress(_n_unique(items) + n)
-        ex = _extractor(model, vae, clip, progress, ip_adapter, clip_vision, batch_size, use_cache, **settings)
+        bar = _Bar(_n_unique(items), n)
+        ex = _extractor(model, vae, clip, bar, ip_adapter, clip_vision, batch_size, use_cache, **settings)
         feats = ex.features(items)
-        progress.done = min(progress.total, progress.total - n)
+        bar.features_done()
         from .aas import aas_matrix
 
-        mat = aas_matrix(feats, device=aas_device(model), on_row=lambda _i: progress.update())
+        mat = aas_matrix(feats, device=aas_device(model), on_row=bar.on_score)
+        bar.finish()
         off = mat[~torch.eye(n, dtype=torch.bool)].view(n, n - 1)
-        mean = float(off.mean())
+        f = BatchFigures.of([float(v) for v in off.flatten()])
         per_image = [float(v) for v in off.mean(dim=1)]
+        odd = worst_index(per_image)
         rows = [[round(float(v), 6) for v in r] for r in mat]
-        heat = torch.from_numpy(matrix_image(mat.numpy(), title=f"DiffSim matrix ({ex.details()['mode']}, "
-                                                               f"{ex.s.block}, t={ex.s.t}), mean {mean:.4f}"))[None]
-        text = matrix_text(mat.numpy())
-        ui_out = {"text": [f"{text}\nmean (off-diagonal) {_fmt(mean)}"],
-                  "sentinel_matrix": [{"matrix": rows, "mean": mean, "per_image_mean": per_image}]}
-        ui_out.update(_preview(heat, cls))
-        return io.NodeOutput(json.dumps(rows), mean, per_image, heat, ui=ui_out)
+        det = ex.details()
+        heat = torch.from_numpy(matrix_image(mat.numpy(), title=f"DiffSim matrix ({det['mode']}, {ex.s.block}, "
+                                                               f"t={ex.s.t}), mean {f.mean:.4f}"))[None]
+        ui_out = result_ui(matrix_panel(rows, per_image, det, f), extra=_preview(heat, cls))
+        return io.NodeOutput(json.dumps(rows), f.mean, per_image, heat, f.min, f.max, odd, ui=ui_out)
 
 
 class StyleSimilarityGate(io.ComfyNode):
@@ -267,9 +210,9 @@ class StyleSimilarityGate(io.ComfyNode):
             display_name="Style Similarity Gate",
             category=CATEGORY,
             description="Keep the candidates whose DiffSim to the reference reaches a threshold: a pass/fail per "
-                        "candidate, the filtered batch, and the best candidate. With several references a "
-                        "candidate's score is its mean DiffSim to them. R references and N candidates cost R + N "
-                        "U-Net passes (cached references cost nothing).",
+                        "candidate, the filtered batch, the best candidate, and batch-level any/all/count/best for "
+                        "switch nodes. With several references a candidate's score is its mean DiffSim to them. "
+                        "R references and N candidates cost R + N U-Net passes (cached references cost nothing).",
             inputs=[
                 io.Image.Input("reference", tooltip="The style reference image (or several: their mean score counts)."),
                 io.Image.Input("candidates", tooltip="The batch of images to gate."),
@@ -285,15 +228,23 @@ class StyleSimilarityGate(io.ComfyNode):
             ],
             outputs=[
                 io.Boolean.Output("passed", display_name="passed", is_output_list=True,
-                                  tooltip="Per candidate: True if its score reaches the threshold."),
+                                  tooltip="Per candidate: True if its score reaches the threshold. "
+                                          + LIST_NOTE.format(what="candidate",
+                                                             alts="any_passed, all_passed, pass_count")),
                 io.Float.Output("scores", display_name="scores", is_output_list=True,
-                                tooltip="Per candidate: DiffSim to the reference (mean over references)."),
+                                tooltip="Per candidate: DiffSim to the reference (mean over references). "
+                                        + LIST_NOTE.format(what="candidate", alts="best_index")),
                 io.Image.Output("images", display_name="images",
-                                tooltip="The candidates that passed, in their original order."),
+                                tooltip="The candidates that passed, in their original order (one batch)."),
                 io.Int.Output("best_index", display_name="best_index",
-                              tooltip="Index of the candidate with the highest score."),
+                              tooltip="Batch-level: index of the candidate with the highest score (ties: the first)."),
                 io.Image.Output("best_image", display_name="best_image", tooltip="The highest-scoring candidate."),
-                io.Int.Output("pass_count", display_name="pass_count", tooltip="How many candidates passed."),
+                io.Int.Output("pass_count", display_name="pass_count",
+                              tooltip="Batch-level: how many candidates passed."),
+                io.Boolean.Output("any_passed", display_name="any_passed",
+                                  tooltip="Batch-level: True if at least one candidate passed (branch on it)."),
+                io.Boolean.Output("all_passed", display_name="all_passed",
+                                  tooltip="Batch-level: True if every candidate passed."),
             ],
             is_output_node=True,
         )
@@ -303,28 +254,27 @@ class StyleSimilarityGate(io.ComfyNode):
                 ip_adapter=None, clip_vision=None, batch_size=4, use_cache=True, **settings) -> io.NodeOutput:
         refs, cands = _items(reference, "reference"), _items(candidates, "candidates")
         n_pairs = len(refs) * len(cands)
-        progress = Progress(_n_unique(refs + cands) + n_pairs)
-        ex = _extractor(model, vae, clip, progress, ip_adapter, clip_vision, batch_size, use_cache, **settings)
+        bar = _Bar(_n_unique(refs + cands), n_pairs)
+        ex = _extractor(model, vae, clip, bar, ip_adapter, clip_vision, batch_size, use_cache, **settings)
         feats = ex.features(refs + cands)  # batched; a cached reference costs nothing
+        bar.features_done()
         fr, fc = feats[:len(refs)], feats[len(refs):]
-        progress.done = min(progress.total, progress.total - n_pairs)
         from .aas import aas_pairs
 
         per_ref = aas_pairs([fr[r] for r in range(len(refs)) for _ in cands], [fc[c] for _ in refs for c in
-                            range(len(cands))], device=aas_device(model), on_pair=lambda _i: progress.update())
+                            range(len(cands))], device=aas_device(model), on_pair=bar.on_score)
+        bar.finish()
         scores = [sum(per_ref[r * len(cands) + c] for r in range(len(refs))) / len(refs) for c in range(len(cands))]
         passed = [bool(s >= threshold) for s in scores]
-        best = max(range(len(scores)), key=lambda i: scores[i])
+        best = BatchFigures.of(scores).best_index
         keep = [i for i, p in enumerate(passed) if p]
         if not keep and if_none_pass == "keep the best":
             keep = [best]
         filtered = candidates[keep] if keep else candidates[:0]
-        lines = [f"candidate {i}: {_fmt(s)} {'PASS' if p else 'fail'}" for i, (s, p) in enumerate(zip(scores, passed))]
-        lines.append(f"{sum(passed)}/{len(passed)} pass (threshold {threshold:g}); best {best} ({_fmt(scores[best])}); "
-                     f"{ex.passes} image pass(es), {ex.hits} cached")
-        ui_out = {"text": ["\n".join(lines)],
-                  "sentinel_gate": [{"scores": scores, "passed": passed, "threshold": threshold, "best": best}]}
-        return io.NodeOutput(passed, scores, filtered, best, candidates[best:best + 1], sum(passed), ui=ui_out)
+        n_passed = sum(passed)
+        ui_out = result_ui(gate_panel(scores, passed, threshold, len(refs), keep, ex.details()))
+        return io.NodeOutput(passed, scores, filtered, best, candidates[best:best + 1], n_passed, n_passed > 0,
+                             n_passed == len(passed), ui=ui_out)
 
 
 def _ipadapter_files() -> list[str]:
@@ -362,7 +312,8 @@ class LoadIPAdapterPlus(io.ComfyNode):
     @classmethod
     def execute(cls, ipadapter_file) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise(IPADAPTER_DIR, ipadapter_file)
-        return io.NodeOutput(IPAdapterPlus.load(path))
+        ip = IPAdapterPlus.load(path)
+        return io.NodeOutput(ip, ui=result_ui(ipadapter_panel(ip.name, ip.spec)))
 
 
 NODES = [DiffSim, DiffSimMatrix, StyleSimilarityGate, LoadIPAdapterPlus]

@@ -1,5 +1,9 @@
 """Image preparation for DiffSim: the paper's square Lanczos resize or an aspect-preserving centre crop,
 content hashes for the feature cache, and per-image seeds. Pure (torch, numpy, Pillow).
+
+Every image is first brought to what the model sees (:func:`normalize_image`: RGB, alpha dropped as VAEEncode drops
+it, grey repeated, values clamped to 0..1); the content hash, and with it the per-image noise and posterior seeds,
+is taken of that, so an RGBA image and its RGB pixels are the same image to DiffSim (score exactly 1).
 """
 
 from __future__ import annotations
@@ -12,18 +16,29 @@ import torch
 RESIZE_MODES = ("square (paper)", "crop (keep aspect)")
 
 
+def normalize_image(img: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE item [H, W, C] -> what the model sees: float32 RGB [H, W, 3] on the CPU, clamped to 0..1.
+
+    C = 4 (RGBA): alpha is dropped (VAEEncode and CLIP vision drop it too; transparent pixels keep their colour);
+    C = 1 (grey): repeated to 3 channels; C = 3: unchanged (bit for bit, so an RGB image hashes as it always did).
+    """
+    if not isinstance(img, torch.Tensor) or img.dim() != 3:
+        shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+        raise ValueError(f"expected one image [H, W, C], got {shape}")
+    x = img.detach().to(device="cpu", dtype=torch.float32)
+    c = x.shape[-1]
+    if c == 1:
+        x = x.expand(-1, -1, 3)
+    elif c == 4:
+        x = x[..., :3]
+    elif c != 3:
+        raise ValueError(f"an image needs 1 (grey), 3 (RGB) or 4 (RGBA) channels, got {c}")
+    return x.clamp(0, 1).contiguous()
+
+
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """ComfyUI IMAGE item [H, W, C] in 0..1 -> uint8 RGB [H, W, 3] (alpha dropped, grey repeated)."""
-    if img.dim() != 3:
-        raise ValueError(f"expected one image [H, W, C], got shape {tuple(img.shape)}")
-    x = img.detach().float().cpu().clamp(0, 1)
-    if x.shape[-1] == 1:
-        x = x.expand(-1, -1, 3)
-    elif x.shape[-1] >= 3:
-        x = x[..., :3]
-    else:
-        raise ValueError(f"an image needs 1, 3 or 4 channels, got {x.shape[-1]}")
-    return (x * 255.0).round().to(torch.uint8).numpy()
+    return (normalize_image(img) * 255.0).round().to(torch.uint8).numpy()
 
 
 def prepare(img: torch.Tensor, size: int, mode: str = RESIZE_MODES[0]) -> torch.Tensor:
@@ -50,8 +65,9 @@ def prepare(img: torch.Tensor, size: int, mode: str = RESIZE_MODES[0]) -> torch.
 
 
 def content_hash(img: torch.Tensor) -> str:
-    """SHA-1 of an image's shape and float32 pixels: equal images (bit for bit) share features."""
-    x = img.detach().float().cpu().contiguous()
+    """SHA-1 of the normalised image's shape and float32 pixels (:func:`normalize_image`): images the model sees
+    as equal (bit for bit) share features and seeds; an RGBA image hashes as its RGB pixels."""
+    x = normalize_image(img)
     h = hashlib.sha1(repr(tuple(x.shape)).encode())
     h.update(x.numpy().tobytes())
     return h.hexdigest()

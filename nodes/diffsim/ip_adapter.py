@@ -20,8 +20,11 @@ latents = attn(x, latents) + latents; latents = ff(latents) + latents, 4 times, 
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +35,81 @@ DIM_HEAD = 64  # the Resampler's head size in every released IP-Adapter Plus
 
 class IPAdapterError(ValueError):
     """The file is not an IP-Adapter Plus safetensors file, or does not fit the model / CLIP vision."""
+
+    __module__ = "sentinel"  # ComfyUI titles errors with module + class name: keep it short
+
+
+# ----------------------------------------------------------------------------- safetensors header, read first
+MAX_HEADER_BYTES = 16 << 20  # an IP-Adapter Plus header is ~20 kB; safetensors itself allows 100 MB
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+REDOWNLOAD = ("download the .safetensors file again (e.g. ip-adapter-plus_sd15.safetensors from h94/IP-Adapter) "
+              "into models/ipadapter")
+
+
+def _not_safetensors(head: bytes) -> str:
+    if head[:4] == b"PK\x03\x04":
+        return "it is a zip archive (a PyTorch .bin/.pt checkpoint, which is a pickle), not safetensors"
+    if head[:1] == b"\x80":
+        return "it is a Python pickle (a PyTorch .bin/.pt checkpoint), not safetensors"
+    return "it is not a safetensors file (its first 8 bytes are not a plausible header length)"
+
+
+def read_safetensors_header(path: str) -> dict[str, tuple[str, tuple[int, ...], tuple[int, int]]]:
+    """{tensor name: (dtype, shape, (start, end))} from a safetensors header, checked against the file's size,
+    reading only 8 + N bytes. A pickle/zip, a truncated file, a bad or absurd header: an IPAdapterError saying
+    what is wrong and what to do. Nothing is unpickled and no array is read."""
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise IPAdapterError(f"{name}: the file has {size} bytes, too few for a safetensors file; {REDOWNLOAD}")
+        (n,) = struct.unpack("<Q", head)
+        if n < 2 or n > MAX_HEADER_BYTES:
+            raise IPAdapterError(f"{name}: {_not_safetensors(head)}; {REDOWNLOAD}")
+        if n > size - 8:
+            raise IPAdapterError(f"{name}: the file is truncated (its header alone needs {n + 8:,} bytes, the file has "
+                                 f"{size:,}); {REDOWNLOAD}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except RecursionError:
+        raise IPAdapterError(f"{name}: the safetensors header is JSON nested too deeply to read; {REDOWNLOAD}") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise IPAdapterError(f"{name}: {_not_safetensors(head)} (header is not JSON: {e}); {REDOWNLOAD}") from None
+    if not isinstance(header, dict):
+        raise IPAdapterError(f"{name}: the safetensors header is not a JSON object; {REDOWNLOAD}")
+    data = size - 8 - n
+    out: dict[str, tuple[str, tuple[int, ...], tuple[int, int]]] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = entry["dtype"], tuple(int(x) for x in entry["shape"]), entry["data_offsets"]
+            start, end = int(start), int(end)
+        except (KeyError, TypeError, ValueError):
+            raise IPAdapterError(f"{name}: the header entry {key!r} is malformed; {REDOWNLOAD}") from None
+        if dtype not in SAFETENSORS_DTYPES:
+            raise IPAdapterError(f"{name}: tensor {key!r} has dtype {dtype!r}, which an IP-Adapter never uses; "
+                                 f"{REDOWNLOAD}")
+        nbytes = math.prod(shape) * torch.empty((), dtype=SAFETENSORS_DTYPES[dtype]).element_size()
+        if any(x < 0 for x in shape) or not 0 <= start <= end or end - start != nbytes:
+            raise IPAdapterError(f"{name}: the header entry {key!r} is inconsistent (shape {list(shape)}, bytes "
+                                 f"{start}..{end}); {REDOWNLOAD}")
+        if end > data:
+            raise IPAdapterError(f"{name}: the file is truncated ({data:,} bytes of tensor data, tensor {key!r} ends at "
+                                 f"{end:,}); {REDOWNLOAD}")
+        out[str(key)] = (dtype, shape, (start, end))
+    return out
+
+
+def meta_state_dict(header: dict[str, tuple[str, tuple[int, ...], tuple[int, int]]]) -> dict[str, torch.Tensor]:
+    """Shape-only (meta) tensors for a header: enough for :func:`inspect_state_dict`, no memory, no I/O."""
+    return {k: torch.empty(shape, dtype=SAFETENSORS_DTYPES[dt], device="meta") for k, (dt, shape, _) in header.items()}
 
 
 class PerceiverAttention(nn.Module):
@@ -124,7 +202,8 @@ def inspect_state_dict(sd: dict[str, torch.Tensor]) -> IPAdapterSpec:
     """Read the Resampler sizes and the per-layer widths from the shapes (works on meta tensors too)."""
     proj, ip = split_state_dict(sd)
     if not proj or not ip:
-        raise IPAdapterError("not an IP-Adapter file: expected keys starting with 'image_proj.' and 'ip_adapter.'")
+        raise IPAdapterError("not an IP-Adapter file (expected keys starting with 'image_proj.' and 'ip_adapter.'): "
+                             "choose an IP-Adapter Plus .safetensors, e.g. ip-adapter-plus_sd15.safetensors")
     if "latents" not in proj:
         kind = "an IP-Adapter (non-Plus) file" if "proj.weight" in proj else "an unsupported IP-Adapter variant"
         raise IPAdapterError(f"this is {kind}; DiffSim-C needs IP-Adapter Plus (its image projection is a "
@@ -172,13 +251,30 @@ class IPAdapterPlus:
 
     @classmethod
     def load(cls, path: str) -> IPAdapterPlus:
-        """Read a .safetensors IP-Adapter Plus file (no code is executed: no pickle)."""
-        if not str(path).lower().endswith(".safetensors"):
-            raise IPAdapterError(f"{os.path.basename(path)}: only .safetensors IP-Adapter files are read (a .bin "
-                                 "is a pickle and could run code); download the .safetensors version")
-        from safetensors.torch import load_file
+        """Read a .safetensors IP-Adapter Plus file (no code is executed: no pickle).
 
-        return cls(load_file(path), name=os.path.basename(path))
+        The header is read and checked first (size, offsets, names and shapes of an IP-Adapter Plus) so that a
+        pickle, a truncated download or another model's file is refused before any array is read; then only the
+        image_proj / ip_adapter tensors are read."""
+        name = os.path.basename(path)
+        if not str(path).lower().endswith(".safetensors"):
+            raise IPAdapterError(f"{name}: only .safetensors IP-Adapter files are read (a .bin is a pickle and could "
+                                 "run code); download the .safetensors version")
+        header = read_safetensors_header(path)
+        try:
+            inspect_state_dict(meta_state_dict(header))
+        except IPAdapterError as e:
+            raise IPAdapterError(f"{name}: {e}") from None
+        from safetensors import safe_open
+
+        keys = [k for k in header if k.startswith(("image_proj.", "ip_adapter.", "adapter_modules."))]
+        try:
+            with safe_open(path, framework="pt", device="cpu") as f:
+                sd = {k: f.get_tensor(k) for k in keys}
+        except Exception as e:  # the header was fine, the data was not (e.g. the file changed while reading)
+            raise IPAdapterError(f"{name}: the file could not be read ({type(e).__name__}: {e}); {REDOWNLOAD}") \
+                from None
+        return cls(sd, name=name)
 
     @property
     def num_layers(self) -> int:

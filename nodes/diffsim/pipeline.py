@@ -34,7 +34,7 @@ from .capture import (
     unet_layout,
 )
 from .feature_cache import FeatureCache
-from .images import content_hash, derive_seed, prepare, seeded_normal
+from .images import content_hash, derive_seed, normalize_image, prepare, seeded_normal
 from .timesteps import noise_timestep, resolve_convention
 
 log = logging.getLogger("diffusion_sentinel")
@@ -199,7 +199,9 @@ class DiffSimExtractor:
 
     # ------------------------------------------------------------------ public
     def features(self, images: Sequence[torch.Tensor]) -> list[AttentionFeatures]:
-        """Features of each image ([H, W, C] tensors); equal images are computed once."""
+        """Features of each image ([H, W, C] tensors, C = 1, 3 or 4); equal images are computed once. Each image is
+        first brought to what the model sees (RGB, alpha dropped): hash, seeds, VAE and CLIP vision all use that."""
+        images = [normalize_image(im) for im in images]
         hashes = [content_hash(im) for im in images]
         found: dict[str, AttentionFeatures] = {}
         todo: list[tuple[str, torch.Tensor]] = []
@@ -290,23 +292,24 @@ class DiffSimExtractor:
     def _ip_tokens(self, images: list[torch.Tensor]) -> torch.Tensor:
         toks = []
         for im in images:
-            out = self.clip_vision.encode_image(im[None, ..., :3].float(), crop=True)
+            out = self.clip_vision.encode_image(im[None], crop=True)
             toks.append(self.ip_adapter.project(out["penultimate_hidden_states"].float().cpu()))
         return torch.cat(toks)
 
     def _compute(self, hashes: list[str], images: list[torch.Tensor]) -> list[AttentionFeatures]:
         latent = self._latents(hashes, images)
         noise = self._noise(tuple(latent.shape), hashes)
-        if self.s.mode == "C":
-            self.store.ip_cond = self._ip_tokens(images)
-        self.store.reset()
+        token = self.store.begin(ip_cond=self._ip_tokens(images) if self.s.mode == "C" else None)
         t0 = time.perf_counter()
-        run_probe(self.patched, self.positive, self.negative, latent, noise, self.sigma, self.run_positive,
-                  self.run_negative, seed=self.s.seed)
+        try:
+            run_probe(self.patched, self.positive, self.negative, latent, noise, self.sigma, self.run_positive,
+                      self.run_negative, seed=self.s.seed, run_token=token)
+        finally:
+            run = self.store.finish(token)
         self.seconds["unet"] += time.perf_counter() - t0
         self.passes += len(images)
-        self.unet_calls += self.store.calls
-        missing = [h for h in self.halves if h not in self.store.captured]
+        self.unet_calls += run.calls
+        missing = [h for h in self.halves if h not in run.captured]
         if missing:
             raise RuntimeError(
                 f"DiffSim: the capture patch at {self.site.describe()} did not run for the "
@@ -315,15 +318,14 @@ class DiffSimExtractor:
                 "feed DiffSim the plain checkpoint MODEL.")
         b = len(images)
         for h in self.halves:
-            got = self.store.captured[h][0].shape[0]
+            got = run.captured[h][0].shape[0]
             if got != b:
                 raise RuntimeError(f"DiffSim captured {got} rows for {b} images at {self.site.describe()}; "
                                    "another patch changed the batch layout")
         out = []
         for i in range(b):
-            q, k, v = (torch.cat([self.store.captured[h][j][i:i + 1] for h in self.halves]) for j in range(3))
+            q, k, v = (torch.cat([run.captured[h][j][i:i + 1] for h in self.halves]) for j in range(3))
             out.append(AttentionFeatures(q, k, v))
-        self.store.reset()
         return out
 
 

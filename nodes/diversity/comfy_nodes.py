@@ -1,4 +1,8 @@
-"""Diversity nodes: the Vendi score and CLIP-embedding geometry of a batch, and diverse-subset selection."""
+"""Diversity nodes: the Vendi score and CLIP-embedding geometry of a batch, and diverse-subset selection. Thin:
+validate, encode, call the maths; what each node shows on itself is built in ``results.py``.
+
+Progress: Batch Diversity counts the images encoded (batch + reference); Select Diverse Subset counts the images
+encoded plus min(k, n) chosen; both end at exactly that total, cached encodings included."""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ from comfy_api.latest import io
 from comfy_execution.graph_utils import ExecutionBlocker
 
 from ..common.comfy_glue import Progress, check_interrupt
+from ..common.ui import result_ui
 from .clip_embed import check_images, describe_encoder, encode_images
-from .subset import METHODS, select_diverse, take_latent, take_mask
+from .results import DuplicateFigures, diversity_panel, subset_panel
+from .subset import METHODS, check_greedy_budget, select_diverse, take_latent, take_mask
 from .summary import MAX_LISTED_PAIRS, format_pairs, summarize
 from .vendi import ORDERS, DiversityInputError, parse_order
 
@@ -36,14 +42,27 @@ def _encoding_inputs():
     ]
 
 
+LIST_NOTE = ("List output: one value per image; a node connected here runs once per value. For one value per run "
+             "use the batch-level outputs ({alts}).")
+
+
 def _progress_callback(progress: Progress):
+    """on_chunk/on_step(done, total) -> progress updates of (done - last done); a phase's callbacks add up to its
+    total, whatever the chunking (a cache hit reports the whole phase at once)."""
     last = [0]
 
     def cb(done: int, _total: int) -> None:
-        progress.update(done - last[0])
-        last[0] = done
+        if done > last[0]:
+            progress.update(done - last[0])
+            last[0] = done
 
     return cb
+
+
+def _end(progress: Progress, what: str) -> None:
+    if progress.done != progress.total:  # never expected: keep the bar honest if it happens
+        log.warning("%s: progress ended at %d of %d", what, progress.done, progress.total)
+        progress.update(progress.total - progress.done)
 
 
 def _check_batch(images, what: str = "images"):
@@ -99,10 +118,12 @@ class BatchDiversity(io.ComfyNode):
                                         "batch, every image the same)."),
                 io.Float.Output("conformity", display_name="conformity", is_output_list=True,
                                 tooltip="Per image: cosine between its embedding and the batch mean. Low = atypical "
-                                        "(an outlier), high = typical."),
+                                        "(an outlier), high = typical. "
+                                        + LIST_NOTE.format(alts="most_atypical_index")),
                 io.Boolean.Output("is_near_duplicate", display_name="is_near_duplicate", is_output_list=True,
                                   tooltip="Per image: True if it is a near-duplicate of an EARLIER image in the batch "
-                                          "(dropping these keeps one image of each group)."),
+                                          "(dropping these keeps one image of each group). "
+                                          + LIST_NOTE.format(alts="any_near_duplicate, n_near_duplicates")),
                 io.String.Output("near_duplicates", display_name="near_duplicates",
                                  tooltip="Near-duplicate pairs as 'i-j (cosine)', most similar first, comma "
                                          f"separated (at most {MAX_LISTED_PAIRS}); empty if there are none."),
@@ -122,6 +143,15 @@ class BatchDiversity(io.ComfyNode):
                                         "reference."),
                 io.String.Output("report", display_name="report",
                                  tooltip="Every figure as text, with the encoder name and warnings."),
+                io.Int.Output("n_near_duplicates", display_name="n_near_duplicates",
+                              tooltip="Batch-level: how many images are near-duplicates of an earlier image (how many "
+                                      "dropping the repeats would remove)."),
+                io.Boolean.Output("any_near_duplicate", display_name="any_near_duplicate",
+                                  tooltip="Batch-level: True if any image is a near-duplicate of another (branch on "
+                                          "it)."),
+                io.Int.Output("most_atypical_index", display_name="most_atypical_index",
+                              tooltip="Batch-level: the image with the lowest conformity (the outlier). Ties: the "
+                                      "first."),
             ],
             is_output_node=True,
         )
@@ -152,14 +182,16 @@ class BatchDiversity(io.ComfyNode):
         s = summarize(emb, encoder, q, duplicate_threshold, ref_emb, knn_k)
         for w in s.warnings:
             log.warning("Batch Diversity: %s", w)
+        _end(progress, "Batch Diversity")
         nan = float("nan")
         r = s.reference
-        text = s.text()
+        d = DuplicateFigures.of(s)
         return io.NodeOutput(
             s.vendi, s.pairwise.mean, s.pairwise.std, s.centroid_norm, s.conformity, s.is_duplicate,
             format_pairs(s.duplicates), encoder,
-            r.centroid_distance if r else nan, r.precision if r else nan, r.recall if r else nan, text,
-            ui={"sentinel_diversity": [s.payload()], "text": [text]})
+            r.centroid_distance if r else nan, r.precision if r else nan, r.recall if r else nan, s.text(),
+            d.n_near_duplicates, d.any_near_duplicate, d.most_atypical_index,
+            ui=result_ui(diversity_panel(s)))
 
 
 class SelectDiverseSubset(io.ComfyNode):
@@ -176,11 +208,14 @@ class SelectDiverseSubset(io.ComfyNode):
                 io.Image.Input("images", tooltip="The candidate batch (at least 2 images)."),
                 io.ClipVision.Input("clip_vision", tooltip="The image encoder, from 'Load CLIP Vision'."),
                 io.Int.Input("k", default=4, min=1, max=4096,
-                             tooltip="How many images to keep. k >= the batch size keeps them all."),
+                             tooltip="How many images to keep. k >= the batch size keeps them all. An image is never "
+                                     "kept twice, nor a repeat of a kept image while other images are left."),
                 io.Combo.Input("method", options=list(METHODS), default="greedy_vendi",
                                tooltip="greedy_vendi: add, one at a time, the image that raises the Vendi score most "
-                                       "(best scores; about n*k^4/4 operations). farthest_point: add the image least "
-                                       "similar to those already kept (fast; favours outliers)."),
+                                       "(best scores; orders 2 and inf are fast at any k, orders 1 and 0.5 grow like "
+                                       "n*k^4 and are refused past about 20 s of work, e.g. k > 156 of 256). "
+                                       "farthest_point: add the image least similar to those already kept (fast; "
+                                       "favours outliers)."),
                 _order_input(),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Optional: the latents of these images (same batch and order); the LATENT "
@@ -199,7 +234,9 @@ class SelectDiverseSubset(io.ComfyNode):
                 io.String.Output("indices", display_name="indices",
                                  tooltip="Batch indices of the chosen images, ascending, as text: '0,3,5'."),
                 io.Int.Output("index", display_name="index", is_output_list=True,
-                              tooltip="Batch indices of the chosen images, ascending, one INT per image."),
+                              tooltip="Batch indices of the chosen images, ascending, one INT per image. List output: "
+                                      "a node connected here runs once per chosen image (the 'indices' string is one "
+                                      "value)."),
                 io.Float.Output("vendi_before", display_name="vendi_before",
                                 tooltip="Vendi score of the whole batch."),
                 io.Float.Output("vendi_after", display_name="vendi_after",
@@ -220,6 +257,8 @@ class SelectDiverseSubset(io.ComfyNode):
             take_latent(latent, [0], n)
         if mask is not None:
             take_mask(mask, [0], n)
+        if method == "greedy_vendi":
+            check_greedy_budget(n, k, q)  # before encoding: a refused k costs nothing
         info = describe_encoder(clip_vision)
         do_crop = crop == "center"
         steps = min(k, n)
@@ -235,15 +274,10 @@ class SelectDiverseSubset(io.ComfyNode):
             "latents of the images")
         out_mask = take_mask(mask, idx, n) if mask is not None else ExecutionBlocker(
             "Select Diverse Subset: its mask output is used but its mask input is not connected")
-        text = (f"kept {len(idx)} of {n} ({method}, order {vendi_order}): {','.join(map(str, idx))}\n"
-                f"Vendi {sel.score_before:.4f} -> {sel.score_after:.4f}\n"
-                f"chosen in this order: {','.join(map(str, sel.order))}\nencoder: {encoder}")
-        payload = {"indices": idx, "order": sel.order, "vendi_before": sel.score_before,
-                   "vendi_after": sel.score_after, "method": method, "vendi_order": vendi_order, "n": n,
-                   "encoder": encoder}
+        _end(progress, "Select Diverse Subset")
         return io.NodeOutput(images[idx], out_latent, out_mask, ",".join(map(str, idx)), list(idx),
                              sel.score_before, sel.score_after, encoder,
-                             ui={"sentinel_subset": [payload], "text": [text]})
+                             ui=result_ui(subset_panel(sel, n, method, vendi_order, encoder)))
 
 
 NODES = [BatchDiversity, SelectDiverseSubset]

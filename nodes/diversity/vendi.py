@@ -37,6 +37,8 @@ ORDERS = ("1", "0.5", "2", "inf")  # the orders the nodes offer (any q >= 0 work
 class DiversityInputError(ValueError):
     """Input that the diversity maths cannot use; the message says what to change."""
 
+    __module__ = "sentinel"  # ComfyUI titles errors with module + class name: keep it short
+
 
 def parse_order(q) -> float:
     """Accept 1, 0.5, "2", "inf", math.inf ...; return a float q >= 0."""

@@ -85,8 +85,13 @@ def test_early_exit_captures_the_same_qkv_as_a_full_forward(comfy, parts):
     imgs = D.images(3)
     early, full = make(parts), make(parts, early_exit=False)
     fe, ff = feats(early, imgs), feats(full, imgs)
-    for a, b in zip(fe, ff):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    import _device
+
+    for a, b in zip(fe, ff):  # bit for bit on the CPU; on CUDA kernels chosen per call may differ in the last bits
+        if _device.ON_CUDA:
+            D.assert_features_close(a, b, parts[0])
+        else:
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert fe[0].q.shape == (2, 8, 16, 8)  # [uncond, cond] x heads x 4x4 tokens x dim_head
 
 
@@ -116,11 +121,12 @@ def test_capture_equals_module_hooks_on_an_unpatched_forward(comfy, parts):
         for h in hooks:
             h.remove()
     b = len(imgs)
+    t = D.feature_tol(model)
     for j, name in enumerate(("to_q", "to_k", "to_v")):
-        full = got[name]  # [2B, N, 64]: rows 0..B-1 uncond, B..2B-1 cond
+        full = got[name].float().cpu()  # [2B, N, 64]: rows 0..B-1 uncond, B..2B-1 cond (on the model's device)
         for i in range(b):
             exp = torch.stack([full[i], full[b + i]]).reshape(2, -1, 8, 8).transpose(1, 2)
-            assert torch.allclose(ours[i][j], exp, atol=1e-5), name
+            torch.testing.assert_close(ours[i][j].float(), exp, rtol=t["rtol"], atol=t["atol"], msg=name)
 
 
 def test_early_exit_skips_everything_after_the_block(comfy, parts):
@@ -143,9 +149,12 @@ def test_uncond_only_is_the_first_half_of_the_pair(comfy, parts):
     pair = feats(make(parts), imgs)
     unc = feats(make(parts, cfg_pair=False), imgs)
     assert unc[0].q.shape[0] == 1
+    t = D.feature_tol(parts[0])
     for p, u in zip(pair, unc):
-        assert torch.allclose(p.q[:1], u.q, atol=1e-5) and torch.allclose(p.v[:1], u.v, atol=1e-5)
-        assert not torch.allclose(p.q[1:], u.q, atol=1e-4)  # the prompt changes the cond half
+        torch.testing.assert_close(p.q[:1].float(), u.q.float(), rtol=t["rtol"], atol=t["atol"])
+        torch.testing.assert_close(p.v[:1].float(), u.v.float(), rtol=t["rtol"], atol=t["atol"])
+        # the prompt changes the cond half, by far more than the numerical noise
+        assert float((p.q[1:].float() - u.q.float()).abs().max()) > 20 * (t["atol"] + t["rtol"] * float(u.q.abs().max()))
 
 
 def test_split_cond_and_uncond_calls_are_both_captured(comfy, parts, monkeypatch):
@@ -169,7 +178,7 @@ def test_split_cond_and_uncond_calls_are_both_captured(comfy, parts, monkeypatch
     got = feats(split, imgs)
     assert split.unet_calls == 2
     for a, b in zip(ref, got):
-        assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))
+        D.assert_features_close(a, b, parts[0])
 
 
 # ----------------------------------------------------------------------------- scores, cache, options
@@ -209,7 +218,7 @@ def test_full_forward_per_pair_gives_the_same_scores(comfy, parts):
         for c in cands:
             base = make(parts, early_exit=False, batch_size=1)
             slow += score_pairs(base, [ref[0]], [c])
-    assert ours == pytest.approx(slow, abs=1e-5)
+    assert ours == pytest.approx(slow, abs=D.score_tol(parts[0]))
 
 
 def test_identity_symmetry_and_order_independence(comfy, parts):
@@ -220,7 +229,7 @@ def test_identity_symmetry_and_order_independence(comfy, parts):
         alone = make(parts)
         s_ba = score_pairs(alone, [b], [a])[0]
     assert torch.allclose(m.diagonal(), torch.ones(3, dtype=torch.float64))
-    assert float(m[0, 1]) == pytest.approx(s_ba, abs=1e-5)  # b's features do not depend on its batch neighbours
+    assert float(m[0, 1]) == pytest.approx(s_ba, abs=D.score_tol(parts[0]))  # b's features ignore its batch neighbours
     with torch.inference_mode():
         assert score_pairs(make(parts), [a], [a.clone()])[0] == pytest.approx(1.0, abs=1e-9)
     assert all(-1 <= float(v) <= 1 for v in m.flatten())
@@ -236,9 +245,12 @@ def test_noise_latent_and_resize_options_change_the_score(comfy, parts):
 
     base, ex = score()
     assert ex.details()["latent"] == "posterior sample"
+    import _device
+
+    noise = 2 * D.score_tol(parts[0]) if _device.ON_CUDA else 1e-7  # each option moves it by more than the noise
     for kw in (dict(shared_noise=True), dict(posterior_sample=False), dict(resize="crop (keep aspect)"),
                dict(seed=7), dict(t=500), dict(block="U_1"), dict(prompt="a photo")):
-        assert score(**kw)[0] != pytest.approx(base, abs=1e-7), kw
+        assert abs(score(**kw)[0] - base) > noise, kw
     _, taesd = score(vae=tiny_vae())
     assert taesd.details()["latent"].startswith("posterior mean (this VAE has no Gaussian posterior")
 
@@ -270,7 +282,7 @@ def test_an_existing_attn1_replace_is_wrapped_not_overwritten(comfy, parts):
     assert other.model_options["transformer_options"]["patches_replace"]["attn1"] == before  # input untouched
     plain = feats(make(parts, early_exit=False), imgs)
     for a, b in zip(f_other, plain):  # the wrapped patch computes plain attention: same features
-        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+        D.assert_features_close(a, b, parts[0])
 
 
 def test_sdxl_shaped_model(comfy, parts):
@@ -312,3 +324,45 @@ def test_latents_and_prompts_are_reused_across_settings(comfy, parts, monkeypatc
     uncached = make(parts, vae=vae)  # cache off: everything recomputed, same features
     assert torch.equal(feats(uncached, img)[0].q, fa[0].q) and calls["vae"] == 3
     assert len(pipeline.TEXT_CACHE) >= 2
+
+
+def test_cond_and_uncond_in_threads_as_newer_comfyui_runs_them(comfy, parts):
+    """Newer ComfyUI evaluates cond and uncond on several GPUs in worker threads (_calc_cond_batch_multigpu), so
+    the capture patch runs concurrently. Emulated here with a CALC_COND_BATCH wrapper that runs each cond in its own
+    thread, both released together by a barrier: the same features as the ordinary batched call, two U-Net calls."""
+    import threading
+
+    import comfy.patcher_extension as pe
+
+    imgs = D.images(2, seed=4)
+    ref = feats(make(parts), imgs)
+    threads_seen = set()
+
+    def in_threads(executor, model, conds, x_in, timestep, model_options):
+        barrier = threading.Barrier(len(conds))
+        outs, errors = [None] * len(conds), []
+
+        def one(i):
+            try:
+                only = [c if j == i else None for j, c in enumerate(conds)]
+                barrier.wait()
+                threads_seen.add(threading.get_ident())
+                outs[i] = executor(model, only, x_in, timestep, model_options)[i]
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                errors.append(e)
+
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(len(conds))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        if errors:
+            raise errors[0]
+        return outs
+
+    ex = make(parts)
+    ex.patched.add_wrapper_with_key(pe.WrappersMP.CALC_COND_BATCH, "sentinel-test-threads", in_threads)
+    got = feats(ex, imgs)
+    assert len(threads_seen) == 2 and ex.unet_calls == 2
+    for a, b in zip(ref, got):
+        D.assert_features_close(a, b, parts[0])

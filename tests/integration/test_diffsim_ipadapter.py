@@ -44,15 +44,17 @@ def test_queries_and_ip_keys_values_at_the_target(kit):
     # IP keys/values independently: CLIP vision penultimate states -> Resampler -> to_k_ip / to_v_ip of U_0
     k_index = 2 * [s.key for s in unet_layout(kit["model"]).cross_attention_sites()].index(ex.site.key) + 1
     w_k, w_v = kit["ip"].kv(k_index)
+    t = D.feature_tol(kit["model"])  # the node computes k/v on the model's device in its dtype
     with torch.inference_mode():
         for i, im in enumerate(imgs):
             hs = kit["cv"].encode_image(im[None], crop=True)["penultimate_hidden_states"]
-            tok = kit["ip"].project(hs.float())
-            assert torch.allclose(f[i].k, split_heads(tok @ w_k.float().T, 8), atol=1e-5)
-            assert torch.allclose(f[i].v, split_heads(tok @ w_v.float().T, 8), atol=1e-5)
+            tok = kit["ip"].project(hs.float()).float().cpu()
+            for got, w in ((f[i].k, w_k), (f[i].v, w_v)):
+                torch.testing.assert_close(got.float(), split_heads(tok @ w.float().cpu().T, 8), rtol=t["rtol"],
+                                           atol=t["atol"])
     full = feats(make(kit, early_exit=False), imgs)
-    for a, b in zip(f, full):
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for a, b in zip(f, full):  # the early exit changes nothing before the block (bit for bit on the CPU)
+        D.assert_features_close(a, b, kit["model"])
 
 
 def test_scores_identity_symmetry_and_ip_weight(kit):
@@ -62,11 +64,12 @@ def test_scores_identity_symmetry_and_ip_weight(kit):
         s_ab = score_pairs(ex, [a], [b])[0]
         s_ba = score_pairs(make(kit), [b], [a])[0]
         assert score_pairs(make(kit), [a], [a.clone()])[0] == pytest.approx(1.0, abs=1e-9)
-    assert s_ab == pytest.approx(s_ba, abs=1e-5) and -1 <= s_ab < 1
+    assert s_ab == pytest.approx(s_ba, abs=D.score_tol(kit["model"])) and -1 <= s_ab < 1
     # the IP-Adapter acts in every cross-attention layer before the target, so its weight changes the queries
     q0 = feats(make(kit, ip_weight=0.0), [a])[0].q
     q5 = feats(make(kit, ip_weight=0.5), [a])[0].q
-    assert not torch.allclose(q0, q5, atol=1e-4)
+    t = D.feature_tol(kit["model"])
+    assert float((q0.float() - q5.float()).abs().max()) > 20 * (t["atol"] + t["rtol"] * float(q0.abs().max()))
 
 
 def test_an_existing_attn2_patch_is_wrapped(kit):
@@ -88,7 +91,7 @@ def test_an_existing_attn2_patch_is_wrapped(kit):
         assert all(p is other_pack for p in table.values()), name  # the input MODEL keeps its own patches
     plain = feats(make(kit, early_exit=False), imgs)
     for a, b in zip(mine, plain):
-        assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a, b))
+        D.assert_features_close(a, b, kit["model"])
 
 
 def test_mismatches_are_explained(kit):

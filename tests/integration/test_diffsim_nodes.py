@@ -38,15 +38,19 @@ def test_schemas_have_tooltips_and_categories(nodes):
 def test_diffsim_one_against_many_and_item_by_item(nodes, kit):
     ref, cands = D.images(1, seed=1), D.images(3, seed=2)
     out = run_v3(nodes.DiffSim, image_a=ref, image_b=cands, use_cache=False, **kit, **SETTINGS)
-    scores, mean, details = out.args
+    scores, mean, details, lo, hi, best, worst = out.args
     assert len(scores) == 3 and mean == pytest.approx(sum(scores) / 3)
+    assert (lo, hi) == (min(scores), max(scores)) and scores[best] == hi and scores[worst] == lo
     det = json.loads(details)
     assert det["pairs"] == [[0, 0], [0, 1], [0, 2]] and det["image_passes"] == 4 and det["comfy_block"] == ["output", 1, 0]
     assert det["noise_timestep"] == 101 and det["sigma"] == pytest.approx(0.3462, abs=1e-4)
-    assert "a[0] vs b[2]" in out.ui["text"][0]
+    (p,) = out.ui["sentinel_result"]
+    assert [r[3] for r in p["rows"]] == scores and [r[1:3] for r in p["rows"]] == det["pairs"]  # payload = outputs
+    assert p["highlight"] == [best] and p["columns"][3]["direction"] == "higher = more similar"
+    assert "sentinel_result" in out.ui and "text" in out.ui and json.dumps(out.ui, allow_nan=False)
     # item by item, and the reverse direction gives the same scores (symmetry)
     rev = run_v3(nodes.DiffSim, image_a=cands, image_b=ref.expand(3, -1, -1, -1), use_cache=False, **kit, **SETTINGS)
-    assert rev.args[0] == pytest.approx(scores, abs=1e-5)
+    assert rev.args[0] == pytest.approx(scores, abs=D.score_tol(kit["model"]))
     with pytest.raises(ValueError, match="3 images and image_b has 2"):
         run_v3(nodes.DiffSim, image_a=cands, image_b=cands[:2], **kit, **SETTINGS)
 
@@ -62,16 +66,20 @@ def test_diffsim_uses_the_cache_between_runs(nodes, kit):
 def test_matrix(nodes, kit):
     imgs = D.images(4, seed=5)
     out = run_v3(nodes.DiffSimMatrix, images=imgs, use_cache=False, **kit, **SETTINGS)
-    text, mean, per_image, heat = out.args
+    text, mean, per_image, heat, lo, hi, odd = out.args
     m = torch.tensor(json.loads(text))
     assert m.shape == (4, 4) and torch.allclose(m, m.T) and torch.all(m.diagonal() == 1)
     off = m[~torch.eye(4, dtype=torch.bool)]
     assert mean == pytest.approx(float(off.mean()), abs=1e-6)
     assert per_image == pytest.approx([float(m[i][torch.arange(4) != i].mean()) for i in range(4)], abs=1e-6)
     assert heat.dim() == 4 and heat.shape[0] == 1 and heat.shape[-1] == 3
-    assert out.ui["sentinel_matrix"][0]["matrix"][0][0] == 1.0 and "mean (off-diagonal)" in out.ui["text"][0]
+    assert (lo, hi) == pytest.approx((float(off.min()), float(off.max())), abs=1e-6)
+    assert odd == min(range(4), key=lambda i: per_image[i])
+    (p,) = out.ui["sentinel_result"]  # the table is the matrix (rows x columns) plus the per-image means
+    assert [r[1:5] for r in p["rows"]] == json.loads(text) and [r[5] for r in p["rows"]] == per_image
+    assert p["highlight"] == [odd] and f"{mean:.4f}" in p["summary"]
     pair = run_v3(nodes.DiffSim, image_a=imgs[1:2], image_b=imgs[3:4], use_cache=False, **kit, **SETTINGS)
-    assert pair.args[0][0] == pytest.approx(float(m[1, 3]), abs=1e-5)
+    assert pair.args[0][0] == pytest.approx(float(m[1, 3]), abs=D.score_tol(kit["model"]))
     with pytest.raises(ValueError, match="at least 2 images"):
         run_v3(nodes.DiffSimMatrix, images=imgs[:1], **kit, **SETTINGS)
 
@@ -81,15 +89,18 @@ def test_style_gate(nodes, kit):
     cands[2] = ref[0]  # an exact copy of the reference must pass and be the best
     out = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=cands, threshold=0.999, use_cache=False,
                  **kit, **SETTINGS)
-    passed, scores, images, best, best_image, count = out.args
-    assert passed == [False, False, True, False] and count == 1 and best == 2
+    passed, scores, images, best, best_image, count, any_passed, all_passed = out.args
+    assert passed == [False, False, True, False] and count == 1 and best == 2 and any_passed and not all_passed
+    (p,) = out.ui["sentinel_result"]
+    assert [r[1] for r in p["rows"]] == scores and [r[2] for r in p["rows"]] == passed and p["highlight"] == [best]
     assert scores[2] == pytest.approx(1.0, abs=1e-9) and max(scores[:2] + scores[3:]) < 0.999
     assert torch.equal(images, cands[2:3]) and torch.equal(best_image, cands[2:3])
     lo = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=cands, threshold=-1.0, **kit, **SETTINGS)
-    assert lo.args[0] == [True] * 4 and torch.equal(lo.args[2], cands)
+    assert lo.args[0] == [True] * 4 and torch.equal(lo.args[2], cands) and lo.args[6] and lo.args[7]
     hi_cands = cands[[0, 1, 3]]
     none = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=hi_cands, threshold=1.0, **kit, **SETTINGS)
-    assert none.args[5] == 0 and none.args[2].shape[0] == 1  # keep the best
+    assert none.args[5] == 0 and none.args[2].shape[0] == 1 and not none.args[6]  # keep the best
+    assert "no candidate passed" in none.ui["sentinel_result"][0]["notes"][0]
     empty = run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=hi_cands, threshold=1.0,
                    if_none_pass="empty batch", **kit, **SETTINGS)
     assert empty.args[2].shape == (0, *hi_cands.shape[1:])
@@ -129,3 +140,112 @@ def test_diffsim_c_through_the_nodes(nodes, kit, tmp_path):
     assert -1 <= out.args[0][0] <= 1
     with pytest.raises(ValueError, match="needs an IP-Adapter Plus"):
         run_v3(nodes.DiffSim, image_a=a[None], image_b=b[None], **kit, **kw)
+
+
+# ----------------------------------------------------------------------------- issue 12 / issue 9
+def test_analysis_seed_has_no_randomize_control(nodes):
+    """The seed is part of the measurement (2334 as released): the frontend must not add its 'control after
+    generate' widget (it does for any INT named seed unless control_after_generate is false)."""
+    for cls in (nodes.DiffSim, nodes.DiffSimMatrix, nodes.StyleSimilarityGate):
+        schema = cls.GET_SCHEMA()
+        (seed,) = [i for i in schema.inputs if i.id == "seed"]
+        assert seed.control_after_generate is False and seed.default == 2334
+        info = cls.GET_NODE_INFO_V1()  # what /object_info sends the frontend
+        spec = info["input"]["required"]["seed"]
+        assert spec[0] == "INT" and spec[1]["control_after_generate"] is False and spec[1]["default"] == 2334
+
+
+def _progress(fn):
+    import comfy.utils
+
+    seen = []
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append((value, total)))
+    try:
+        out = fn()
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+    return out, seen
+
+
+def test_progress_ends_at_its_total(nodes, kit):
+    """Issue 12: the bar ended at 4/7. It counts the distinct images (computed or cached) plus the scores, moves
+    forward only, and its last update is total/total: uncached, cached, repeated images, the matrix, the gate."""
+    ref, cands = D.images(1, seed=81), D.images(3, seed=82)
+    runs = {
+        "uncached": (lambda: run_v3(nodes.DiffSim, image_a=ref, image_b=cands, use_cache=False, **kit, **SETTINGS), 7),
+        "first (fills the cache)": (lambda: run_v3(nodes.DiffSim, image_a=ref, image_b=cands, **kit, **SETTINGS), 7),
+        "all cached": (lambda: run_v3(nodes.DiffSim, image_a=ref, image_b=cands, **kit, **SETTINGS), 7),
+        "repeated image": (lambda: run_v3(nodes.DiffSim, image_a=ref, image_b=torch.cat([ref, ref, cands[:1]]),
+                                          use_cache=False, **kit, **SETTINGS), 2 + 3),
+        "matrix": (lambda: run_v3(nodes.DiffSimMatrix, images=cands, use_cache=False, **kit, **SETTINGS), 3 + 3),
+        "gate, cached": (lambda: run_v3(nodes.StyleSimilarityGate, reference=ref, candidates=cands, threshold=0.5,
+                                        **kit, **SETTINGS), 4 + 3),
+    }
+    for name, (fn, total) in runs.items():
+        _, seen = _progress(fn)
+        assert seen, name
+        assert seen[-1] == (total, total), (name, seen)
+        assert all(t == total for _, t in seen) and [v for v, _ in seen] == sorted(v for v, _ in seen), (name, seen)
+    _, seen = _progress(runs["all cached"][0])
+    assert seen[0] == (4, 7)  # the cached images are counted as done at once, then one step per pair
+
+
+def test_rgba_scores_exactly_one_against_its_rgb(nodes, kit):
+    """Issue 9: an RGBA image scored 0.87-0.90 against its own RGB pixels (the noise seed was hashed with alpha)."""
+    rgb = D.images(2, seed=91)
+    alpha = torch.rand(2, rgb.shape[1], rgb.shape[2], 1, generator=torch.Generator().manual_seed(0))
+    rgba = torch.cat([rgb, alpha], dim=-1)
+    out = run_v3(nodes.DiffSim, image_a=rgba, image_b=rgb, use_cache=False, **kit, **SETTINGS)
+    assert out.args[0] == pytest.approx([1.0, 1.0], abs=1e-12)
+    det = json.loads(out.args[2])
+    assert det["image_passes"] == 2  # the RGBA images are the RGB images: computed once
+    grey = rgb[:1].mean(dim=-1, keepdim=True)
+    out = run_v3(nodes.DiffSim, image_a=grey, image_b=grey.expand(-1, -1, -1, 3), use_cache=False, **kit, **SETTINGS)
+    assert out.args[0] == pytest.approx([1.0], abs=1e-12)
+
+
+def test_ipadapter_loader_shows_what_was_loaded(nodes, kit, tmp_path):
+    import folder_paths
+
+    D.tiny_ip_adapter_file(tmp_path / "ip-adapter-plus_shown.safetensors", kit["model"], embedding_dim=32)
+    folder_paths.add_model_folder_path("ipadapter", str(tmp_path))
+    out = run_v3(nodes.LoadIPAdapterPlus, ipadapter_file="ip-adapter-plus_shown.safetensors")
+    (p,) = out.ui["sentinel_result"]
+    table = dict(p["rows"])
+    ip = out.args[0]
+    assert table["file"] == "ip-adapter-plus_shown.safetensors" and table["model family"] == ip.spec.family
+    assert table["cross-attention layers"] == len(ip.spec.layer_widths) and table["image tokens"] == 4
+    assert "hidden width 32" in table["needs CLIP vision"]
+
+
+def test_list_outputs_say_they_are_lists(nodes):
+    for cls in nodes.NODES:
+        for o in cls.GET_SCHEMA().outputs:
+            if o.is_output_list:
+                assert "List output: one value per" in o.tooltip, (cls.__name__, o.id)
+            elif o.io_type in ("INT", "FLOAT", "BOOLEAN"):
+                assert "Batch-level" in o.tooltip, (cls.__name__, o.id)
+
+
+def test_every_node_has_help_that_names_its_outputs(nodes):
+    """web/docs/<NodeId>.md (the frontend's node help panel): present for every DiffSim and diversity node, naming
+    each output, which are lists, the paper and the score's range."""
+    from pathlib import Path
+
+    from diffusion_sentinel.nodes.diversity import comfy_nodes as dn
+
+    docs = Path(__file__).resolve().parents[2] / "web" / "docs"
+    for cls in (*nodes.NODES, *dn.NODES):
+        schema = cls.GET_SCHEMA()
+        text = (docs / f"{schema.node_id}.md").read_text()
+        assert text.startswith(f"# {schema.display_name}\n"), schema.node_id
+        for o in schema.outputs:
+            assert f"`{o.display_name or o.id}`" in text, (schema.node_id, o.id)
+        lists = [o.display_name or o.id for o in schema.outputs if o.is_output_list]
+        assert not lists or "**list" in text, schema.node_id
+        assert "arXiv" in text or "TMLR" in text, schema.node_id
+    for name in ("SentinelDiffSim", "SentinelDiffSimMatrix", "SentinelStyleSimilarityGate"):
+        assert "[-1, 1], higher = more similar" in (docs / f"{name}.md").read_text()
+    for name in ("SentinelBatchDiversity", "SentinelSelectDiverseSubset"):
+        assert "higher = more diverse" in (docs / f"{name}.md").read_text()

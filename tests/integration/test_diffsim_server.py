@@ -15,7 +15,10 @@ import pytest
 from _server import find_checkpoint, load_api_workflow
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLE = Path(__file__).resolve().parents[2] / "example_workflows" / "diffsim_c_ipadapter_api.json"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
+# the API twin: example_workflows/api/<name>.json (issue 12), or the older <name>_api.json next to the UI file
+EXAMPLE = next((p for p in (EXAMPLES / "api" / "diffsim_c_ipadapter.json", EXAMPLES / "diffsim_c_ipadapter_api.json")
+                if p.exists()), EXAMPLES / "api" / "diffsim_c_ipadapter.json")
 IPADAPTER = "ip-adapter-plus-tiny-test.safetensors"
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -56,11 +59,17 @@ def test_loader_lists_the_ipadapter_folder(server, ipadapter):
 
 def test_diffsim_c_example_workflow_runs(server, ipadapter, vit_l_clip_vision):
     wf = load_api_workflow(EXAMPLE, TINY)
-    wf["20"]["inputs"]["clip_name"] = vit_l_clip_vision
-    wf["21"]["inputs"]["ipadapter_file"] = IPADAPTER
-    wf["3"]["inputs"]["seed"] += os.getpid() % 1000  # a fresh run, never answered from ComfyUI's cache
+    by_type = {}
+    for k, n in wf.items():
+        by_type.setdefault(n["class_type"], k)
+    wf[by_type["CLIPVisionLoader"]]["inputs"]["clip_name"] = vit_l_clip_vision
+    wf[by_type["SentinelDiffSimIPAdapterLoader"]]["inputs"]["ipadapter_file"] = IPADAPTER
+    sampler = wf[by_type["KSampler"]]["inputs"]
+    sampler["seed"] += os.getpid() % 1000  # a fresh run, never answered from ComfyUI's cache
     entry = server.run_prompt(wf, timeout=900)
-    text = entry["outputs"]["13"]["text"][0]
-    scores = [float(x) for x in re.findall(r"a\[0\] vs b\[\d\]: (-?\d+\.\d+)", text)]
-    assert len(scores) == 2 and all(-1 <= s <= 1 for s in scores), text
-    assert "DiffSim-C U_0 = ('output', 1, 0), t=750 (noise 251" in text, text
+    ds = next(k for k, n in wf.items() if n["class_type"] == "SentinelDiffSim")
+    panel = entry["outputs"][ds]["sentinel_result"][0]
+    scores = [row[3] for row in panel["rows"]]
+    assert len(scores) == 2 and all(-1 <= s <= 1 for s in scores), panel
+    assert [row[1:3] for row in panel["rows"]] == [[0, 0], [0, 1]]
+    assert any("DiffSim-C at U_0 = output 1 0, t=750 (noise step 251" in n for n in panel["notes"]), panel["notes"]

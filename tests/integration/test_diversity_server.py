@@ -17,7 +17,10 @@ import pytest
 from _server import load_api_workflow
 
 TINY = "sd15-tiny-random.safetensors"
-WORKFLOW = Path(__file__).resolve().parents[2] / "example_workflows" / "diversity_batch_api.json"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
+# the API twin: example_workflows/api/<name>.json (issue 12), or the older <name>_api.json next to the UI file
+WORKFLOW = next((p for p in (EXAMPLES / "api" / "diversity_batch.json", EXAMPLES / "diversity_batch_api.json")
+                 if p.exists()), EXAMPLES / "api" / "diversity_batch.json")
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 
@@ -51,12 +54,14 @@ def test_diversity_example_runs_with_comfyuis_clip_vision_loader(clip_server):
     div_id = next(k for k, n in wf.items() if n["class_type"] == "SentinelBatchDiversity")
     sub_id = next(k for k, n in wf.items() if n["class_type"] == "SentinelSelectDiverseSubset")
     save_id = next(k for k, n in wf.items() if n["class_type"] == "SaveImage")
-    d = outputs[div_id]["sentinel_diversity"][0]
+    panel = outputs[div_id]["sentinel_result"][0]
+    d = panel["data"]
     assert d["n"] == 3 and d["dim"] == 768 and len(d["conformity"]) == 3
     assert d["encoder"].startswith("CLIP ViT-L/14 224px image_embeds[768] crop=center #")
     assert 1.0 <= d["vendi"] <= 3.0 + 1e-9
-    assert outputs[div_id]["text"][0].startswith("encoder: CLIP ViT-L/14")
-    s = outputs[sub_id]["sentinel_subset"][0]
+    assert [r[1] for r in panel["rows"]] == d["conformity"] and f"Vendi {d['vendi']:.3f}" in panel["summary"]
+    assert outputs[div_id]["text"][0].startswith("Batch Diversity: Vendi")
+    s = outputs[sub_id]["sentinel_result"][0]["data"]
     assert len(s["indices"]) == 2 and s["encoder"] == d["encoder"]
     assert s["vendi_before"] == pytest.approx(d["vendi"], rel=1e-9)
     assert len(outputs[save_id]["images"]) == 2
