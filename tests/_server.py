@@ -50,8 +50,12 @@ def find_checkpoint(name: str) -> str | None:
 
 
 class ComfyServer:
-    def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None):
+    def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None,
+                 front_end_root: str | None = None):
+        """``front_end_root``: serve that frontend build (a ``comfyui_frontend_package/static`` folder) instead of
+        the one the venv's comfyui-frontend-package installs."""
         self.comfy_path = comfy_path
+        self.front_end_root = front_end_root
         self.base = Path(base_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,6 +77,8 @@ class ComfyServer:
             cmd.append("--cpu")  # SENTINEL_TEST_DEVICE=cuda runs the server on the GPU
         if self.extra_yaml:
             cmd += ["--extra-model-paths-config", self.extra_yaml]
+        if self.front_end_root:
+            cmd += ["--front-end-root", str(self.front_end_root)]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})

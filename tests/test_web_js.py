@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from diffusion_sentinel.nodes.common import ui
 
 JS_DIR = Path(__file__).resolve().parent / "js"

@@ -80,17 +80,21 @@ function createWidget(node) {
   });
   widget.serialize = false; // not in the workflow's widgets_values
   widget.sentinelState = state;
-  // Once the element is laid out, replace the estimate by the measured height (and follow wrapping changes).
+  // Once the element is laid out, replace the estimate by the measured height (and follow wrapping changes
+  // when the node's width changes); a horizontal scrollbar, if any, is counted in.
   if (typeof ResizeObserver === "function") {
     const ro = new ResizeObserver(() => {
-      const h = Math.ceil(content.offsetHeight + 8);
-      if (content.offsetHeight > 0 && Math.abs(h - state.contentH) > 3) {
+      if (!(content.offsetHeight > 0)) return;
+      const hbar = el.scrollWidth > el.clientWidth + 1 ? Math.max(0, el.offsetHeight - el.clientHeight) || 12 : 0;
+      const h = Math.ceil(content.offsetHeight + 8 + hbar);
+      if (Math.abs(h - state.contentH) > 3) {
         state.contentH = h;
         applyHeights(state);
         fitNode(node, state, false);
       }
     });
     ro.observe(content);
+    ro.observe(el);
     const onRemoved = node.onRemoved;
     node.onRemoved = function () {
       ro.disconnect();

@@ -16,12 +16,14 @@ export const SIZES = Object.freeze({
   line: 16, // line height of the table text
   smallLine: 14,
   rowPad: 2, // td padding top + bottom
-  sparkW: 120,
+  sparkW: 120, // preferred width of a sparkline; it shrinks to sparkMinW in a narrow node
+  sparkMinW: 64,
   sparkH: 22,
   panelPad: 6, // padding inside one panel
   panelGap: 6, // space between two panels
   border: 1,
   charW: 6.6, // average width of a 12 px character (used only for estimates)
+  boldCharW: 7.2,
   smallCharW: 5.8,
   monoLine: 14,
   monoCharW: 6.6,
@@ -275,7 +277,7 @@ export function sparklinePath(series, lo, hi, w, h, pad = 2) {
   return parts.join("");
 }
 
-/** One sparkline as an SVG string (one <path>, or none when every value is missing). */
+/** One sparkline as an SVG string with one <path>; a "nan" label (no SVG) when every value is missing. */
 export function sparklineSVG(series, { lo, hi, color = COLORS[0], width = SIZES.sparkW, height = SIZES.sparkH,
   label = "" } = {}) {
   const d = sparklinePath(series, lo, hi, width, height);
@@ -284,14 +286,13 @@ export function sparklineSVG(series, { lo, hi, color = COLORS[0], width = SIZES.
     ? `${label ? label + ": " : ""}${vals.length} values, min ${formatValue(Math.min(...vals), ".4g")}, ` +
       `max ${formatValue(Math.max(...vals), ".4g")}`
     : `${label ? label + ": " : ""}no finite value`;
+  if (!d) return `<span class="sp-nan" title="${escapeHTML(tip)}">nan</span>`; // HTML text: never stretched
+  // The box stretches with the column (preserveAspectRatio none); the stroke keeps its width.
   return (
-    `<svg class="sp-spark" xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" ` +
-    `viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHTML(tip)}"><title>${escapeHTML(tip)}</title>` +
-    (d
-      ? `<path d="${d}" fill="none" stroke="${escapeHTML(color)}" stroke-width="1.5" ` +
-        `stroke-linecap="round" stroke-linejoin="round"/>`
-      : `<text x="${width / 2}" y="${height / 2 + 4}" text-anchor="middle" class="sp-nan">nan</text>`) +
-    `</svg>`
+    `<svg class="sp-spark" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${width} ${height}" ` +
+    `preserveAspectRatio="none" role="img" aria-label="${escapeHTML(tip)}"><title>${escapeHTML(tip)}</title>` +
+    `<path d="${d}" fill="none" stroke="${escapeHTML(color)}" stroke-width="1.5" ` +
+    `stroke-linecap="round" stroke-linejoin="round" vector-effect="non-scaling-stroke"/></svg>`
   );
 }
 
@@ -482,26 +483,29 @@ export function estimateHeight(panels, width) {
   return Math.ceil(h);
 }
 
-/** A width (px) at which the widest panel's table fits without wrapping, within [minW, maxW]. */
+/** A width (px) for the node at which the widest panel's table fits with its headers on one line, within
+ * [minW, maxW]. It allows for the widget's margins and the Vue renderer's slot column (about 24 px). */
 export function preferredWidth(panels, minW = 300, maxW = 640) {
+  const S = SIZES;
   let best = minW;
   for (const p of panels || []) {
     let w;
     if (p.kind === "text") {
       const longest = Math.max(0, ...String(p.text ?? "").split("\n").map((l) => l.length));
-      w = longest * SIZES.monoCharW;
+      w = longest * S.monoCharW;
     } else {
       const cols = Array.isArray(p.columns) ? p.columns : [];
       const rows = Array.isArray(p.rows) ? p.rows : [];
       w = 0;
       cols.forEach((c, j) => {
-        let chars = Math.max(String(c.label ?? c.key ?? "").length, directionInfo(c.direction)?.short.length ?? 0);
-        for (const r of rows.slice(0, 64)) chars = Math.max(chars, formatValue(r[j], c.fmt).length);
-        w += chars * SIZES.charW + 12;
+        let px = Math.max(String(c.label ?? c.key ?? "").length * S.boldCharW,
+          (directionInfo(c.direction)?.short.length ?? 0) * S.smallCharW);
+        for (const r of rows.slice(0, 64)) px = Math.max(px, formatValue(r[j], c.fmt).length * S.charW);
+        w += px + 10;
       });
-      if (Array.isArray(p.series)) w += SIZES.sparkW + 12;
+      if (Array.isArray(p.series)) w += Math.max(S.sparkW, String(p.series_label || "").length * S.boldCharW) + 10;
     }
-    best = Math.max(best, w + 2 * (SIZES.panelPad + SIZES.border) + 16);
+    best = Math.max(best, w + 2 * (S.panelPad + S.border) + 8 + 24);
   }
   return Math.ceil(Math.min(maxW, best));
 }
@@ -522,10 +526,12 @@ export const PANEL_CSS = `
 .sentinel-panels .sp-title { font-weight: 600; margin-right: 8px; }
 .sentinel-panels .sp-summary { color: var(--descrip-text, #aaa); }
 .sentinel-panels .sp-table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-.sentinel-panels .sp-table th, .sentinel-panels .sp-table td { padding: ${SIZES.rowPad}px 6px; text-align: left;
+.sentinel-panels .sp-table th, .sentinel-panels .sp-table td { padding: ${SIZES.rowPad}px 5px; text-align: left;
   vertical-align: middle; white-space: nowrap; line-height: ${SIZES.line}px; }
-.sentinel-panels .sp-table th { font-weight: 600; vertical-align: bottom;
+.sentinel-panels .sp-table th { font-weight: 600; vertical-align: bottom; white-space: normal;
   border-bottom: 1px solid var(--border-color, #555); }
+.sentinel-panels .sp-table th.sp-sparkhead { max-width: 0; }
+.sentinel-panels .sp-sparkhead > span { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .sentinel-panels .sp-table th[title] { cursor: help; }
 .sentinel-panels .sp-label { display: block; }
 .sentinel-panels .sp-dir { display: block; font-weight: 400; font-size: ${SIZES.small}px; line-height: ${SIZES.smallLine}px;
@@ -534,9 +540,10 @@ export const PANEL_CSS = `
 .sentinel-panels .sp-table tbody tr:nth-child(even) { background: rgba(127,127,127,0.09); }
 .sentinel-panels .sp-table tr.sp-hl { background: rgba(255,170,0,0.20); font-weight: 600; }
 .sentinel-panels .sp-table tr.sp-hl td:first-child { box-shadow: inset 3px 0 0 #f0a020; }
-.sentinel-panels .sp-sparkcell { width: ${SIZES.sparkW}px; padding-top: 1px; padding-bottom: 1px; }
-.sentinel-panels .sp-spark { display: block; }
-.sentinel-panels .sp-nan { font-size: 10px; fill: var(--descrip-text, #999); }
+.sentinel-panels .sp-sparkcell { min-width: ${SIZES.sparkMinW}px; padding-top: 1px; padding-bottom: 1px; }
+.sentinel-panels .sp-spark { display: block; width: 100%; min-width: ${SIZES.sparkMinW}px; height: ${SIZES.sparkH}px; }
+.sentinel-panels .sp-nan { display: block; text-align: center; font-size: ${SIZES.small}px;
+  line-height: ${SIZES.sparkH}px; color: var(--descrip-text, #999); }
 .sentinel-panels .sp-notes { margin: 4px 0 0 0; padding-left: 14px; font-size: ${SIZES.small}px;
   line-height: ${SIZES.smallLine}px; color: var(--descrip-text, #aaa); }
 .sentinel-panels .sp-text { margin: 0; white-space: pre-wrap; word-break: break-word;

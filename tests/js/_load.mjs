@@ -27,7 +27,7 @@ export function fixtures() {
  * copy (a unique comment makes a new module URL). */
 let n = 0;
 export async function loadExtension() {
-  const app = dataURL("export const app = globalThis.__sentinelFakeApp;");
+  const app = dataURL(`export const app = globalThis.__sentinelFakeApp; // ${n}`);
   const panels = dataURL(panelsSource());
   const src = readFileSync(join(WEB, "sentinel.js"), "utf8")
     .replace('"../../scripts/app.js"', JSON.stringify(app))

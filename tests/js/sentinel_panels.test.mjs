@@ -74,10 +74,11 @@ test("sparklineSVG: one path, or a 'nan' label when nothing is finite", () => {
   const s = P.sparklineSVG([0.1, 0.4], { lo: 0, hi: 1, color: "#123456" });
   assert.equal((s.match(/<path /g) || []).length, 1);
   assert.match(s, /stroke="#123456"/);
-  assert.match(s, /width="120" height="22"/);
+  assert.match(s, /viewBox="0 0 120 22" preserveAspectRatio="none"/);
+  assert.match(s, /vector-effect="non-scaling-stroke"/);
   const e = P.sparklineSVG([null], { lo: 0, hi: 1 });
   assert.equal((e.match(/<path /g) || []).length, 0);
-  assert.match(e, />nan</);
+  assert.match(e, /^<span class="sp-nan" title="no finite value">nan<\/span>$/);
 });
 
 test("a panel made by nodes/common/ui.py renders title, directions, formatted values, highlight, sparklines", () => {

@@ -1,0 +1,299 @@
+"""The on-node result panels (web/sentinel.js) in the real ComfyUI editor, headless Chromium: the pinned frontend
+(1.27.10, classic LiteGraph canvas) and the newest comfyui-frontend-package (1.58.1) with the classic canvas and
+with the Vue node renderer ("Nodes 2.0", which never calls onDrawForeground).
+
+Each case adds Sentinel nodes to an empty graph, delivers realistic ``executed`` messages through the app's own
+api event (payloads built here by nodes/common/ui.py), and checks from the DOM that the panel shows the title, the
+formatted values, one sparkline path per row with a finite series, that it is visible, on top, tall enough and
+inside the node, that the node's saved widgets_values and its prompt inputs are unchanged, and that the browser
+logged no console error beyond stock ComfyUI's. Screenshots go to pytest's tmp dir (printed with -s).
+
+The newest frontend is looked for in $SENTINEL_NEW_FRONTEND, else /tmp/fe/1.58.1/comfyui_frontend_package/static
+(``pip download comfyui-frontend-package==1.58.1 --no-deps`` and unzip the wheel); its cases skip without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+from _browser import Browser, browser_available
+from diffusion_sentinel.nodes.common import ui
+
+pytestmark = pytest.mark.server
+
+ROOT = Path(__file__).resolve().parents[2]
+NEW_FRONTEND = os.environ.get("SENTINEL_NEW_FRONTEND", "/tmp/fe/1.58.1/comfyui_frontend_package/static")
+NAN = math.nan
+
+CASES = [  # (id, use the newest frontend, Nodes 2.0)
+    pytest.param("1.27.10-classic", False, False, id="1.27.10-classic"),
+    pytest.param("1.58.1-classic", True, False, id="1.58.1-classic"),
+    pytest.param("1.58.1-nodes2", True, True, id="1.58.1-nodes2"),
+]
+
+
+# ------------------------------------------------------------------ payloads (as the nodes send them)
+def predict_ui(p1: float = 0.7391) -> dict:
+    p = ui.panel(
+        "Artifact Predict", summary=f"{int(p1 >= 0.5)} of 3 flagged (P >= 0.5)",
+        columns=[ui.col("item"), ui.col("p_artifact", "P(artifact)", direction=ui.LOWER_IS_BETTER, fmt=".3f"),
+                 ui.col("d_max", "D_max", direction=ui.LOWER_IS_BETTER, fmt=".2e"),
+                 ui.col("is_artifact", "artifact")],
+        rows=[[0, 0.2134, 0.000123, False], [1, p1, 0.0456, p1 >= 0.5], [2, NAN, None, False]],
+        highlight=[1] if p1 >= 0.5 else [],
+        series=[[0.98, 0.91, 0.85, 0.88, 0.90], [0.97, NAN, 0.62, 0.55, 0.58], [NAN] * 5],
+        series_label="latent cosine", notes=["rule: D_max over the last 60% of steps"])
+    return ui.result_ui(p)
+
+
+def legacy_series_ui() -> dict:
+    return {"sentinel_series": [{"metric": "latent_cosine", "noise_frame": True, "steps": [0, 1, 2, 3],
+                                 "series": [[0.1, 0.9, 0.95, 0.97], [0.2, 0.7, 0.6, 0.8]],
+                                 "summary": [{"min": 0.9, "argmin_step": 1, "d_max": 0.0, "mean_last_half": 0.96},
+                                             {"min": 0.6, "argmin_step": 2, "d_max": 0.1, "mean_last_half": 0.7}],
+                                 "finite": [True, True]}]}
+
+
+TEXT_UI = {"text": ["pair 0 vs 1: DiffSim 0.812 (higher = more similar)\npair 0 vs 2: DiffSim 0.455"]}
+
+# ------------------------------------------------------------------ page scripts
+ADD_NODES = """(() => {
+  app.graph.clear();
+  const mk = (type, x, y) => { const n = LiteGraph.createNode(type); n.pos = [x, y]; app.graph.add(n); return n; };
+  const nodes = [mk('SentinelArtifactPredict', 20, 60), mk('SentinelDiffSim', 500, 60),
+                 mk('SentinelSimilarityTrajectory', 960, 60)];
+  app.canvas.ds.scale = 1; app.canvas.ds.offset = [30, 40]; app.canvas.setDirty(true, true);
+  return nodes.map(n => ({id: n.id, widgets_values: n.serialize().widgets_values || null,
+                          widgets: (n.widgets || []).length}));
+})()"""
+
+DISPATCH = ("app.api.dispatchCustomEvent('executed', {node: String(arguments[0]), display_node: String(arguments[0]),"
+            " output: arguments[1], prompt_id: 'sentinel-web-test'})")
+
+INSPECT = """((id) => {
+  const els = document.querySelectorAll(`.sentinel-panels[data-sentinel-node="${id}"]`);
+  const el = els[0];
+  const node = app.graph.getNodeById(id);
+  if (!el) return {count: 0, widgets: (node.widgets || []).map(w => w.name)};
+  const r = el.getBoundingClientRect();
+  const probe = document.elementFromPoint(r.left + r.width / 2, r.top + Math.min(r.height / 2, 24));
+  const cs = getComputedStyle(el);
+  const texts = (sel) => [...el.querySelectorAll(sel)].map(e => e.textContent);
+  return {
+    count: els.length, titles: texts('.sp-title'), summaries: texts('.sp-summary'),
+    cells: texts('td:not(.sp-sparkcell)'), nanSparks: el.querySelectorAll('.sp-sparkcell .sp-nan').length,
+    headers: texts('th .sp-label'), dirs: texts('th .sp-dir'), paths: el.querySelectorAll('svg.sp-spark path').length,
+    strokes: [...el.querySelectorAll('svg.sp-spark path')].map(p => p.getAttribute('stroke')),
+    highlighted: el.querySelectorAll('tr.sp-hl').length, notes: texts('.sp-notes li'),
+    pre: el.querySelector('pre.sp-text')?.textContent ?? null, source: el.dataset.source,
+    rect: [r.left, r.top, r.width, r.height], clientH: el.clientHeight, scrollH: el.scrollHeight,
+    visible: el.checkVisibility ? el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}) : true,
+    onTop: !!probe && el.contains(probe), inVueNode: !!el.closest('.lg-node'), inDomWidget: !!el.closest('.dom-widget'),
+    color: cs.color, background: cs.backgroundColor, fontSize: cs.fontSize,
+    nodeSize: [node.size[0], node.size[1]], widgets_values: node.serialize().widgets_values || null,
+    serializedWidgetNames: (node.widgets || []).filter(w => w.serialize !== false).map(w => w.name),
+  };
+})(arguments[0])"""
+
+RELOAD_WITH_OUTPUTS = """(async () => {
+  const outs = JSON.parse(JSON.stringify(app.nodeOutputs));
+  const wf = JSON.parse(JSON.stringify(app.graph.serialize()));
+  await app.loadGraphData(wf);
+  app.nodeOutputs = outs;  // what the frontend does when a workflow tab is shown again
+  const pred = app.graph.nodes.find(n => n.type === 'SentinelArtifactPredict');
+  return {keys: Object.keys(outs), widgets_values: pred.serialize().widgets_values || null};
+})()"""
+
+PROMPT_INPUTS = "app.graphToPrompt().then(p => Object.fromEntries(Object.entries(p.output).map(([k, v]) => [k, v.inputs])))"
+
+
+# ------------------------------------------------------------------ servers
+class _Servers:
+    """One server per frontend, started on first use (the settings the tests POST stay in their own folders)."""
+
+    def __init__(self, factory):
+        self.factory = factory
+        self.running: dict[bool, object] = {}
+
+    def get(self, newest: bool):
+        if newest not in self.running:
+            from _server import ComfyServer
+
+            if newest and not Path(NEW_FRONTEND, "index.html").is_file():
+                pytest.skip(f"the newest frontend is not unpacked at {NEW_FRONTEND} (set SENTINEL_NEW_FRONTEND)")
+            base = self.factory.mktemp("comfy-web-newfe" if newest else "comfy-web")
+            self.running[newest] = ComfyServer(os.environ["COMFYUI_PATH"], base,
+                                               front_end_root=NEW_FRONTEND if newest else None).start()
+        return self.running[newest]
+
+    def stop(self):
+        for s in self.running.values():
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    why = browser_available()
+    if why:
+        pytest.skip(why)
+    s = _Servers(tmp_path_factory)
+    yield s
+    s.stop()
+
+
+def _wait_panel(b: Browser, node_id, what: str):
+    return b.wait_for(
+        "(() => { const e = document.querySelector(`.sentinel-panels[data-sentinel-node=\"${arguments[0]}\"]`);"
+        " return !!e && e.isConnected && e.getBoundingClientRect().height > 40 && e.textContent.length > 0; })()",
+        node_id, timeout=30, what=what)
+
+
+def _settle(b: Browser):
+    b.js("app.canvas.setDirty(true, true)")
+    time.sleep(0.6)  # a few frames: the canvas draws, the DOM widgets follow
+
+
+def _wait_text(b: Browser, node_id, text: str):
+    b.wait_for("(document.querySelector(`.sentinel-panels[data-sentinel-node=\"${arguments[0]}\"]`)"
+               "?.textContent || '').includes(arguments[1])", node_id, text, timeout=20, what=f"'{text}' in the panel")
+
+
+# ------------------------------------------------------------------ tests
+@pytest.mark.parametrize(("case", "newest", "vue"), CASES)
+def test_result_panels_in_the_editor(servers, tmp_path, case, newest, vue):
+    srv = servers.get(newest)
+    settings = {"Comfy.ColorPalette": "dark", "Comfy.Minimap.Visible": False}
+    if newest:
+        settings["Comfy.VueNodes.Enabled"] = vue
+    with Browser(srv.url + "/", settings=settings, window=(1500, 1000)) as b:
+        version = b.js("window.__COMFYUI_FRONTEND_VERSION__ || null")
+        assert version == ("1.58.1" if newest else "1.27.10"), version
+        assert b.js("app.extensions.some(e => e.name === 'diffusion_sentinel.results')")
+        if newest:
+            assert b.js("app.extensionManager.setting.get('Comfy.VueNodes.Enabled')") is vue
+
+        nodes = b.js(ADD_NODES)
+        pred, diff, traj = (n["id"] for n in nodes)
+        before_prompt = b.js_async(PROMPT_INPUTS)
+        b.screenshot(tmp_path / f"{case}-0-empty.png")
+
+        # -------- Artifact Predict: a sentinel_result panel
+        b.js(DISPATCH, pred, predict_ui())
+        _wait_panel(b, pred, "the Artifact Predict panel")
+        _settle(b)
+        info = b.js(INSPECT, pred)
+        b.screenshot(tmp_path / f"{case}-1-predict.png")
+        b.screenshot(tmp_path / f"{case}-1-predict-panel.png", selector=f".sentinel-panels[data-sentinel-node='{pred}']")
+        assert info["count"] == 1, info
+        assert info["titles"] == ["Artifact Predict"], info
+        assert info["summaries"] == ["1 of 3 flagged (P >= 0.5)"], info
+        assert info["headers"] == ["item", "P(artifact)", "D_max", "artifact", "latent cosine"], info
+        assert info["dirs"] == ["↓ better", "↓ better", "0.55 … 0.98"], info
+        for v in ("0.213", "0.739", "1.23e-04", "4.56e-02", "yes", "no", "nan"):
+            assert v in info["cells"], (v, info["cells"])
+        assert info["cells"].count("nan") == 2, info["cells"]  # P and D_max of item 2
+        assert info["paths"] == 2 and info["nanSparks"] == 1, info  # item 2's series is all NaN: "nan", no path
+        assert len(set(info["strokes"])) == 2, info
+        assert info["highlighted"] == 1 and info["notes"] == ["rule: D_max over the last 60% of steps"], info
+        assert info["visible"] and info["onTop"], info
+        assert info["rect"][3] >= 120, info  # at canvas scale 1: the whole table, not 2-3 lines
+        assert info["scrollH"] <= info["clientH"] + 2, info  # a 3-row panel fits without scrolling
+        assert info["inVueNode"] is vue and info["inDomWidget"] is (not vue), info
+        assert info["nodeSize"][1] >= info["rect"][3] and info["nodeSize"][0] >= 300, info
+        assert float(info["fontSize"].rstrip("px")) >= 11, info
+        # not serialised: the saved node and the prompt are as before
+        assert info["widgets_values"] == nodes[0]["widgets_values"], info
+        assert "sentinel_result" not in info["serializedWidgetNames"], info
+        assert b.js_async(PROMPT_INPUTS) == before_prompt
+
+        # -------- a second result refills the same widget
+        b.js(DISPATCH, pred, predict_ui(p1=0.25))
+        _wait_text(b, pred, "0 of 3 flagged")
+        again = b.js(INSPECT, pred)
+        assert again["count"] == 1 and "0.250" in again["cells"] and "0.739" not in again["cells"], again
+        assert again["highlighted"] == 0, again
+
+        # -------- DiffSim (text until it sends panels) and Similarity Trajectory (old series payload)
+        b.js(DISPATCH, diff, TEXT_UI)
+        b.js(DISPATCH, traj, legacy_series_ui())
+        _wait_panel(b, diff, "the DiffSim text")
+        _wait_panel(b, traj, "the Similarity Trajectory panel")
+        d = b.js(INSPECT, diff)
+        t = b.js(INSPECT, traj)
+        assert d["source"] == "text" and d["pre"] == TEXT_UI["text"][0], d
+        assert d["visible"] and d["rect"][3] >= 40, d
+        assert t["source"] == "sentinel_series" and t["paths"] == 2 and "0.900" in t["cells"], t
+        assert t["visible"], t
+        _settle(b)
+        b.screenshot(tmp_path / f"{case}-2-all.png")
+
+        # -------- a re-opened workflow: the frontend restores its outputs (app.nodeOutputs -> onNodeOutputsUpdated)
+        restored = b.js_async(RELOAD_WITH_OUTPUTS)
+        assert str(pred) in restored["keys"], restored
+        assert restored["widgets_values"] == nodes[0]["widgets_values"], restored  # nothing of ours was saved
+        _wait_text(b, pred, "0 of 3 flagged")
+        _wait_panel(b, traj, "the restored Similarity Trajectory panel")
+        r = b.js(INSPECT, pred)
+        assert r["count"] == 1 and r["paths"] == 2 and r["visible"], r
+        _settle(b)
+        b.screenshot(tmp_path / f"{case}-3-restored.png")
+
+        # -------- the light palette: the panel follows the theme
+        if not vue:
+            b.js_async("app.extensionManager.setting.set('Comfy.ColorPalette', 'light')")
+            b.wait_for("getComputedStyle(document.querySelector('.sentinel-panels')).color !== arguments[0]",
+                       info["color"], timeout=10, what="the light palette's text colour")
+            _settle(b)
+            light = b.js(INSPECT, pred)
+            b.screenshot(tmp_path / f"{case}-4-light.png")
+            assert light["color"] != info["color"] and light["background"] != info["background"], (light, info)
+
+        errors = b.console_errors()
+        assert errors == [], errors
+    print(f"\n{case}: screenshots in {tmp_path}")
+
+
+def _doc_files() -> dict[str, Path]:
+    docs = ROOT / "web" / "docs"
+    return {p.stem: p for p in sorted(docs.glob("*.md"))} if docs.is_dir() else {}
+
+
+HELP_URLS = """(async (name) => {
+  // the URLs both frontends try (src/services/nodeHelpService.ts in 1.27.10 and 1.58.1): the pack is the
+  // custom_nodes folder in the node's python_module (an "@version" suffix dropped)
+  const def = LiteGraph.registered_node_types[name].nodeData;
+  const pack = def.python_module.split('.')[1].split('@')[0];
+  const out = {python_module: def.python_module, pack};
+  for (const [k, url] of [['locale', `/extensions/${pack}/docs/${name}/en.md`], ['plain', `/extensions/${pack}/docs/${name}.md`]]) {
+    const r = await fetch(api.fileURL(url));
+    out[k] = {url, status: r.status, type: r.headers.get('content-type'), text: r.ok ? await r.text() : null};
+  }
+  return out;
+})(arguments[0])"""
+
+
+@pytest.mark.parametrize("newest", [False, True], ids=["1.27.10", "1.58.1"])
+def test_node_help_finds_the_packs_docs(servers, newest):
+    docs = _doc_files()
+    if not docs:
+        pytest.skip("no web/docs/<NodeId>.md yet")
+    srv = servers.get(newest)
+    with Browser(srv.url + "/", settings={"Comfy.VueNodes.Enabled": False} if newest else {}) as b:
+        b.js("(window.api = window.comfyAPI.api.api, true)")
+        ids = [i for i in b.js("Object.keys(LiteGraph.registered_node_types).filter(k => k.startsWith('Sentinel'))")]
+        checked = []
+        for name in ids:
+            if name not in docs:
+                continue  # the family's doc is not written yet
+            got = b.js_async(HELP_URLS, name)
+            assert got["pack"] == "diffusion-sentinel", got
+            assert got["plain"]["status"] == 200, got
+            assert "text/html" not in (got["plain"]["type"] or ""), got  # 1.58.1 refuses HTML answers
+            assert got["plain"]["text"] == docs[name].read_text(), name
+            checked.append(name)
+        assert checked, f"none of {sorted(docs)} is a registered node id"
+        b.console_logs()  # the locale URL 404s (en.md) are expected: both frontends try it first
