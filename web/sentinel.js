@@ -72,6 +72,7 @@ function createWidget(node) {
   const state = { el, content, panels: [], contentH: 0, prefW: 0, autoH: undefined };
   const widget = node.addDOMWidget(WIDGET_NAME, WIDGET_TYPE, el, {
     serialize: false, // not in the prompt
+    hideInPanel: true, // 1.58.1's right side panel lists widgets: this is a display, not a parameter
     margin: MARGIN,
     getValue: () => "",
     setValue: () => {},

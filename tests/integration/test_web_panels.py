@@ -210,6 +210,20 @@ def test_result_panels_in_the_editor(servers, tmp_path, case, newest, vue):
         assert "sentinel_result" not in info["serializedWidgetNames"], info
         assert b.js_async(PROMPT_INPUTS) == before_prompt
 
+        # -------- 1.58.1: the right side panel lists the node's widgets; ours must stay in the node
+        if newest:
+            b.js("(app.canvas.selectNode(app.graph.getNodeById(arguments[0])), document.getElementById('vue-app')"
+                 ".__vue_app__.config.globalProperties.$pinia._s.get('rightSidePanel').openPanel('parameters'), true)",
+                 pred)
+            time.sleep(1.5)
+            side = b.js(INSPECT, pred)
+            b.screenshot(tmp_path / f"{case}-1-side-panel.png")
+            assert side["count"] == 1 and side["inVueNode"] is vue and side["inDomWidget"] is (not vue), side
+            assert side["visible"] and side["rect"][3] >= 120, side
+            assert "sentinel_result" not in b.js("document.body.innerText"), "the panel is listed as a parameter"
+            b.js("(document.getElementById('vue-app').__vue_app__.config.globalProperties.$pinia._s"
+                 ".get('rightSidePanel').closePanel(), app.canvas.deselectAll?.(), true)")
+
         # -------- a second result refills the same widget
         b.js(DISPATCH, pred, predict_ui(p1=0.25))
         _wait_text(b, pred, "0 of 3 flagged")

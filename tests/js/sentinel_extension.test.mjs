@@ -111,6 +111,7 @@ test("the first result makes one unserialised DOM widget; later results refill i
   const w = ws[0];
   assert.equal(w.serialize, false); // not in widgets_values
   assert.equal(w.options.serialize, false); // not in the prompt
+  assert.equal(w.options.hideInPanel, true); // not a parameter in 1.58.1's side panel
   assert.equal(w.type, "sentinel-panels");
   assert.equal(w.options.getValue(), "");
   const content = w.element.children[0];
