@@ -58,6 +58,14 @@ def legacy_series_ui() -> dict:
                                  "finite": [True, True]}]}
 
 
+def matrix_ui(n: int) -> dict:
+    p = ui.panel("DiffSim", summary=f"{n} pairs, mean 0.61",
+                 columns=[ui.col("pair"), ui.col("diffsim", "DiffSim", direction="higher = more similar", fmt=".3f"),
+                          ui.col("images", "images")],
+                 rows=[[i, 0.5 + 0.01 * i, f"0 vs {i + 1}"] for i in range(n)])
+    return ui.result_ui(p)
+
+
 TEXT_UI = {"text": ["pair 0 vs 1: DiffSim 0.812 (higher = more similar)\npair 0 vs 2: DiffSim 0.455"]}
 
 # ------------------------------------------------------------------ page scripts
@@ -244,6 +252,16 @@ def test_result_panels_in_the_editor(servers, tmp_path, case, newest, vue):
         assert t["visible"], t
         _settle(b)
         b.screenshot(tmp_path / f"{case}-2-all.png")
+
+        # -------- a long result (40 pairs): the node grows only so far, the panel scrolls, it never collapses
+        b.js(DISPATCH, diff, matrix_ui(40))
+        _wait_text(b, diff, "40 pairs")
+        _settle(b)
+        big = b.js(INSPECT, diff)
+        b.screenshot(tmp_path / f"{case}-2-long.png")
+        assert big["source"] == "sentinel_result" and big["count"] == 1 and len(big["cells"]) == 40 * 3, big
+        assert 330 <= big["clientH"] <= 372 and big["scrollH"] > big["clientH"] + 200, big
+        assert big["visible"] and big["onTop"], big
 
         # -------- a re-opened workflow: the frontend restores its outputs (app.nodeOutputs -> onNodeOutputsUpdated)
         restored = b.js_async(RELOAD_WITH_OUTPUTS)
