@@ -14,6 +14,7 @@ The newest frontend is looked for in $SENTINEL_NEW_FRONTEND, else /tmp/fe/1.58.1
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]
 NEW_FRONTEND = os.environ.get("SENTINEL_NEW_FRONTEND", "/tmp/fe/1.58.1/comfyui_frontend_package/static")
 NAN = math.nan
+TINY = "sd15-tiny-random.safetensors"
 
 CASES = [  # (id, use the newest frontend, Nodes 2.0)
     pytest.param("1.27.10-classic", False, False, id="1.27.10-classic"),
@@ -124,8 +126,12 @@ class _Servers:
     """One server per frontend, started on first use (the settings the tests POST stay in their own folders)."""
 
     def __init__(self, factory):
+        from _server import find_checkpoint
+
         self.factory = factory
         self.running: dict[bool, object] = {}
+        self.ckpt_path = find_checkpoint(TINY)
+        self.ckpt = TINY if self.ckpt_path else None
 
     def get(self, newest: bool):
         if newest not in self.running:
@@ -134,7 +140,12 @@ class _Servers:
             if newest and not Path(NEW_FRONTEND, "index.html").is_file():
                 pytest.skip(f"the newest frontend is not unpacked at {NEW_FRONTEND} (set SENTINEL_NEW_FRONTEND)")
             base = self.factory.mktemp("comfy-web-newfe" if newest else "comfy-web")
-            self.running[newest] = ComfyServer(os.environ["COMFYUI_PATH"], base,
+            yaml = None
+            if self.ckpt_path:  # for the real run
+                yaml = base / "extra_model_paths.yaml"
+                yaml.write_text(f"sentinel_tests:\n    base_path: {Path(self.ckpt_path).parent.parent}\n"
+                                "    checkpoints: checkpoints\n")
+            self.running[newest] = ComfyServer(os.environ["COMFYUI_PATH"], base, extra_model_yaml=str(yaml) if yaml else None,
                                                front_end_root=NEW_FRONTEND if newest else None).start()
         return self.running[newest]
 
@@ -153,11 +164,11 @@ def servers(tmp_path_factory):
     s.stop()
 
 
-def _wait_panel(b: Browser, node_id, what: str):
+def _wait_panel(b: Browser, node_id, what: str, min_h: float = 40):
     return b.wait_for(
         "(() => { const e = document.querySelector(`.sentinel-panels[data-sentinel-node=\"${arguments[0]}\"]`);"
-        " return !!e && e.isConnected && e.getBoundingClientRect().height > 40 && e.textContent.length > 0; })()",
-        node_id, timeout=30, what=what)
+        " return !!e && e.isConnected && e.getBoundingClientRect().height > arguments[1] && e.textContent.length > 0;"
+        " })()", node_id, min_h, timeout=30, what=what)
 
 
 def _settle(b: Browser):
@@ -287,6 +298,110 @@ def test_result_panels_in_the_editor(servers, tmp_path, case, newest, vue):
         errors = b.console_errors()
         assert errors == [], errors
     print(f"\n{case}: screenshots in {tmp_path}")
+
+
+def _example_api(name: str) -> Path | None:
+    for p in (ROOT / "example_workflows" / "api" / f"{name}.json", ROOT / "example_workflows" / f"{name}_api.json"):
+        if p.is_file():
+            return p
+    return None
+
+
+def expected_cell(v, fmt) -> str:
+    """What a table cell shows (web/sentinel_panels.js formatValue), from Python: format() for formatted numbers."""
+    if v is None:
+        return "nan"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list):
+        return ", ".join(expected_cell(x, fmt) for x in v)
+    if isinstance(v, (int, float)):
+        whole = float(v).is_integer()
+        if fmt:
+            if fmt.endswith("d"):
+                return f"{int(v):{fmt}}" if whole else str(v)
+            return format(v, fmt)
+        return str(int(v)) if whole else format(v, ".4g")
+    return str(v)
+
+
+def _wait_history(srv, pid: str, timeout: float = 600) -> dict:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        h = srv.get(f"/history/{pid}")
+        if pid in h and h[pid].get("status", {}).get("completed") is not None:
+            assert h[pid]["status"].get("status_str") != "error", json.dumps(h[pid]["status"])[:4000]
+            return h[pid]
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {pid} did not finish in {timeout}s")
+
+
+@pytest.mark.parametrize(("case", "newest", "vue"), CASES)
+def test_panels_after_a_real_run(servers, tmp_path, case, newest, vue):
+    """An example workflow queued for the page (its client id) on the tiny checkpoint: every Sentinel node that
+    returned a ui result shows it, with the values the server recorded in /history."""
+    from _server import load_api_workflow
+
+    srv = servers.get(newest)
+    if not servers.ckpt:
+        pytest.skip(f"{TINY} not found (COMFY_MODELS)")
+    path = _example_api("artifact_predict_filter") or _example_api("trajectory_ksampler")
+    if path is None:
+        pytest.skip("no example workflow to run")
+    api = load_api_workflow(path, servers.ckpt)
+    settings = {"Comfy.ColorPalette": "dark", "Comfy.Minimap.Visible": False}
+    if newest:
+        settings["Comfy.VueNodes.Enabled"] = vue
+    with Browser(srv.url + "/", settings=settings, window=(1600, 1000)) as b:
+        b.js_async("app.loadApiJson(arguments[0], 'sentinel-web-test.json')", api)
+        b.wait_for("app.graph.nodes.length === arguments[0]", len(api), what="the workflow's nodes")
+        client = b.wait_for("app.api.clientId", what="the page's websocket client id")
+        status, body = srv.post("/prompt", {"prompt": api, "client_id": client})
+        assert status == 200, body
+        outputs = _wait_history(srv, body["prompt_id"])["outputs"]
+        shown = []
+        for nid, node in api.items():
+            out = outputs.get(nid) or {}
+            if not node["class_type"].startswith("Sentinel"):
+                continue
+            source = ("sentinel_result" if out.get("sentinel_result") else "sentinel_series"
+                      if out.get("sentinel_series") else "text" if any(out.get("text") or []) else None)
+            if source is None:
+                continue
+            # DOM widgets are mounted for nodes in view only (classic canvas): look at the node, at scale 1
+            b.js("(app.canvas.ds.scale = 1, app.canvas.centerOnNode(app.graph.getNodeById(arguments[0])),"
+                 " app.canvas.setDirty(true, true), true)", int(nid))
+            try:
+                _wait_panel(b, int(nid), f"the panel of {node['class_type']}", min_h=20)  # one text line: 36 px
+            except TimeoutError as e:
+                b.screenshot(tmp_path / f"{case}-run-{nid}-missing.png")
+                raise AssertionError(f"{e}\nhistory output: {json.dumps(out)[:1500]}\npage: "
+                                     f"{b.js(INSPECT, int(nid))}\nnodeOutputs: "
+                                     f"{json.dumps(b.js('app.nodeOutputs[arguments[0]] || null', nid))[:1500]}\n"
+                                     f"console: {[m['message'][:300] for m in b.console_logs()][-8:]}") from None
+            info = b.js(INSPECT, int(nid))
+            b.screenshot(tmp_path / f"{case}-run-{nid}-{node['class_type']}.png")
+            assert info["source"] == source and info["count"] == 1, (nid, info)
+            assert info["visible"] and info["onTop"] and info["rect"][3] >= 20, (nid, info)
+            assert info["scrollH"] <= info["clientH"] + 2 or info["clientH"] >= 300, (nid, info)  # fits, or capped
+            if source == "sentinel_result":
+                panels = out["sentinel_result"]
+                assert info["titles"] == [p["title"] for p in panels if p.get("title")], (nid, info)
+                first = panels[0]
+                if first.get("rows") and first.get("columns"):
+                    want = [expected_cell(v, c.get("fmt")) for v, c in zip(first["rows"][0], first["columns"])]
+                    assert info["cells"][:len(want)] == want, (nid, info["cells"], want)
+                n_series = sum(1 for p in panels for sr in (p.get("series") or []) if any(v is not None for v in sr))
+                assert info["paths"] == n_series, (nid, info)
+            shown.append(node["class_type"])
+        _settle(b)
+        b.js("app.canvas.ds.scale = 0.6, app.canvas.setDirty(true, true)")
+        _settle(b)
+        b.screenshot(tmp_path / f"{case}-run.png")
+        assert len(shown) >= 2, (shown, {k: list(v) for k, v in outputs.items()})
+        errors = b.console_errors()
+        assert errors == [], errors
+    print(f"\n{case}: panels of {shown}; screenshot in {tmp_path}")
 
 
 def _doc_files() -> dict[str, Path]:
