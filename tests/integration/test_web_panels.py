@@ -8,7 +8,7 @@ formatted values, one sparkline path per row with a finite series, that it is vi
 inside the node, that the node's saved widgets_values and its prompt inputs are unchanged, and that the browser
 logged no console error beyond stock ComfyUI's. Screenshots go to pytest's tmp dir (printed with -s).
 
-The newest frontend is looked for in $SENTINEL_NEW_FRONTEND, else /tmp/fe/1.58.1/comfyui_frontend_package/static
+The newest frontend is looked for in $SENTINEL_FRONTEND_NEW or $SENTINEL_NEW_FRONTEND, else /tmp/fe/1.58.1/comfyui_frontend_package/static
 (``pip download comfyui-frontend-package==1.58.1 --no-deps`` and unzip the wheel); its cases skip without it.
 """
 
@@ -27,7 +27,8 @@ from diffusion_sentinel.nodes.common import ui
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parents[2]
-NEW_FRONTEND = os.environ.get("SENTINEL_NEW_FRONTEND", "/tmp/fe/1.58.1/comfyui_frontend_package/static")
+NEW_FRONTEND = (os.environ.get("SENTINEL_FRONTEND_NEW") or os.environ.get("SENTINEL_NEW_FRONTEND")
+                or "/tmp/fe/1.58.1/comfyui_frontend_package/static")
 NAN = math.nan
 TINY = "sd15-tiny-random.safetensors"
 
@@ -138,7 +139,7 @@ class _Servers:
             from _server import ComfyServer
 
             if newest and not Path(NEW_FRONTEND, "index.html").is_file():
-                pytest.skip(f"the newest frontend is not unpacked at {NEW_FRONTEND} (set SENTINEL_NEW_FRONTEND)")
+                pytest.skip(f"the newest frontend is not unpacked at {NEW_FRONTEND} (set SENTINEL_FRONTEND_NEW)")
             base = self.factory.mktemp("comfy-web-newfe" if newest else "comfy-web")
             yaml = None
             if self.ckpt_path:  # for the real run
