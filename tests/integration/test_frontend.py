@@ -51,7 +51,7 @@ def test_frontend_loads_extension_nodes_and_examples(server, object_info, browse
     ids = sorted(k for k in object_info if k.startswith("Sentinel"))
     cmd = [sys.executable, str(UI_CHECK), "--url", server.url + "/", "--screenshot", str(tmp_path / "shot.png"),
            "--timeout", "120",
-           "--expect-js", "app.extensions.some(e => e.name === 'diffusion_sentinel.series')"]
+           "--expect-js", "app.extensions.some(e => e.name === 'diffusion_sentinel.results')"]
     for nid in ids:
         cmd += ["--expect-node", nid]
     for p in _ui_examples():
