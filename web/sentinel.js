@@ -10,9 +10,11 @@
 import { app } from "../../scripts/app.js";
 import {
   PANEL_CSS,
+  dropStaleControlValues,
   estimateHeight,
   folderFromURL,
   isOwnNode,
+  noControlInts,
   panelsFromOutput,
   preferredWidth,
   renderPanelsHTML,
@@ -148,6 +150,21 @@ app.registerExtension({
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!isOwnNode(nodeData, FOLDER)) return;
     ownTypes.add(nodeData.name);
+    // Old saved workflows: drop the control value that used to follow an analysis seed (see sentinel_panels.js).
+    const noControl = noControlInts(nodeData);
+    if (noControl.length && typeof nodeType.prototype.configure === "function") {
+      const configure = nodeType.prototype.configure;
+      nodeType.prototype.configure = function (info) {
+        try {
+          const saved = (this.widgets || []).filter((w) => w.serialize !== false);
+          const fixed = dropStaleControlValues(saved, info?.widgets_values, noControl);
+          if (fixed !== info?.widgets_values) info = { ...info, widgets_values: fixed };
+        } catch (e) {
+          console.warn("Diffusion Sentinel: cannot migrate the saved widget values", e);
+        }
+        return configure.call(this, info, ...Array.prototype.slice.call(arguments, 1));
+      };
+    }
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       const r = onExecuted?.apply(this, arguments);

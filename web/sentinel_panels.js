@@ -513,6 +513,46 @@ export function preferredWidth(panels, minW = 300, maxW = 640) {
 // ------------------------------------------------------------------ stylesheet
 
 /** The stylesheet of the panels (themed with the frontend's palette variables, with fallbacks). */
+// ---------------------------------------------------------------------------------------------- saved workflows
+// Analysis seeds (DiffSim, Memorization Guard, Calibrate, Volume Growth Rate) declare control_after_generate:
+// false, so the frontend no longer adds a "control after generate" widget after them. Workflows saved while the
+// control existed carry one extra value ("fixed", "randomize", ...) right after such a seed, which would shift
+// every later widget value by one slot. These two functions find and drop exactly those values.
+export const CONTROL_VALUES = Object.freeze(["fixed", "increment", "decrement", "randomize"]);
+
+/** Names of the INT inputs of a node definition that say control_after_generate: false. */
+export function noControlInts(nodeData) {
+  const out = [];
+  for (const section of ["required", "optional"]) {
+    const inputs = nodeData?.input?.[section];
+    if (!inputs || typeof inputs !== "object") continue;
+    for (const [name, spec] of Object.entries(inputs)) {
+      if (Array.isArray(spec) && spec[0] === "INT" && spec[1]?.control_after_generate === false) out.push(name);
+    }
+  }
+  return out;
+}
+
+/** ``widgets``: the node's saved widgets in order ({name, options}); ``values``: the saved widgets_values.
+ * Returns ``values`` without the stale control entries (a new array), or ``values`` itself when nothing is stale. */
+export function dropStaleControlValues(widgets, values, noControl) {
+  if (!Array.isArray(values) || !Array.isArray(widgets) || !noControl?.length) return values;
+  let extra = values.length - widgets.length;
+  if (extra <= 0) return values;
+  const out = values.slice();
+  for (let i = 0; i < widgets.length && extra > 0; i++) {
+    if (!noControl.includes(widgets[i]?.name)) continue;
+    const v = out[i + 1];
+    const next = widgets[i + 1];
+    const nextAccepts = Array.isArray(next?.options?.values) && next.options.values.includes(v);
+    if (typeof v === "string" && CONTROL_VALUES.includes(v) && !nextAccepts) {
+      out.splice(i + 1, 1);
+      extra--;
+    }
+  }
+  return out;
+}
+
 export const PANEL_CSS = `
 .sentinel-panels { box-sizing: border-box; overflow: auto; padding: 4px; user-select: text; cursor: auto;
   font: ${SIZES.font}px/${SIZES.line}px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;

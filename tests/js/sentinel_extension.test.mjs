@@ -182,3 +182,27 @@ test("outputs restored by the frontend (onNodeOutputsUpdated) are shown on the p
   assert.equal(panelWidget(a).length, 1);
   assert.match(panelWidget(a)[0].element.children[0].innerHTML, /Artifact Predict/);
 });
+
+test("configure of an old saved node drops the stale seed control value before the frontend applies it", async () => {
+  installDOM();
+  const exts = [];
+  globalThis.__sentinelFakeApp = { registerExtension: (e) => exts.push(e), graph: { getNodeById: () => null } };
+  await loadExtension();
+  const seen = [];
+  const proto = { configure(info) { seen.push(info.widgets_values); } };
+  const def = { name: "SentinelDiffSim", python_module: "custom_nodes.diffusion-sentinel",
+                input: { required: { seed: ["INT", { default: 2334, control_after_generate: false }],
+                                     resolution: ["INT", { default: 512 }] } } };
+  await exts[0].beforeRegisterNodeDef({ prototype: proto }, def);
+  const node = Object.create(proto);
+  node.widgets = [{ name: "seed" }, { name: "resolution" }, { name: "sentinel_result", serialize: false }];
+  node.configure({ id: 1, widgets_values: [2334, "fixed", 256] });
+  node.configure({ id: 1, widgets_values: [2334, 256] });
+  assert.deepEqual(seen, [[2334, 256], [2334, 256]]);
+  // a node type without such an input keeps the frontend's configure untouched
+  const proto2 = { configure() {} };
+  const orig = proto2.configure;
+  await exts[0].beforeRegisterNodeDef({ prototype: proto2 }, { name: "SentinelArtifactPredict",
+    python_module: "custom_nodes.diffusion-sentinel", input: { required: { threshold: ["FLOAT", {}] } } });
+  assert.equal(proto2.configure, orig);
+});

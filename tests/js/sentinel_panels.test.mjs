@@ -173,3 +173,23 @@ test("isOwnNode and folderFromURL", () => {
 test("escapeHTML", () => {
   assert.equal(P.escapeHTML(`<a href="x">'&'</a>`), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
 });
+
+test("old saved workflows: the control value after an analysis seed is dropped, nothing else", () => {
+  const def = { input: { required: { seed: ["INT", { default: 2334, control_after_generate: false }],
+                                     steps: ["INT", { default: 20 }], noise_seed: ["INT", {}] },
+                         optional: { mode: [["fixed", "other"], {}] } } };
+  assert.deepEqual(P.noControlInts(def), ["seed"]);
+  assert.deepEqual(P.noControlInts({}), []);
+  const widgets = [{ name: "seed" }, { name: "steps" }, { name: "mode", options: { values: ["fixed", "other"] } }];
+  // saved with the stale control entry: one value too many
+  assert.deepEqual(P.dropStaleControlValues(widgets, [2334, "randomize", 20, "other"], ["seed"]), [2334, 20, "other"]);
+  // saved without it: unchanged (same array)
+  const ok = [2334, 20, "other"];
+  assert.equal(P.dropStaleControlValues(widgets, ok, ["seed"]), ok);
+  // the next widget is a combo that accepts the string: not a stale control value
+  const w2 = [{ name: "seed" }, { name: "mode", options: { values: ["fixed", "other"] } }, { name: "steps" }];
+  const v2 = [5, "fixed", 20, 7];
+  assert.deepEqual(P.dropStaleControlValues(w2, v2, ["seed"]), v2);
+  // not a control word: left alone
+  assert.deepEqual(P.dropStaleControlValues(widgets, [2334, "abc", 20, "other"], ["seed"]), [2334, "abc", 20, "other"]);
+});
