@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 from _artifact import synthetic_series
 from _server import load_api_workflow
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 pytestmark = pytest.mark.server
 DATASET = "pytest_server_dataset"
 
@@ -32,7 +31,7 @@ def srv(server):
 
 
 def _run(srv, name, edit=None):
-    wf = load_api_workflow(EXAMPLES / f"{name}_api.json", TINY)
+    wf = load_api_workflow(api_path(name), TINY)
     wf["5"]["inputs"].update(width=64, height=64)  # 8x8 latents: the same graph, much faster on a CPU
     wf["3"]["inputs"]["steps"] = 6
     if edit:
@@ -49,19 +48,19 @@ def test_combos_list_the_model_folder_with_none(srv):
 
 
 def test_predict_and_filter_example(srv):
-    out = _run(srv, "artifact_predict_filter")
+    out = _run(srv, "artifact_predict_keep_best")
     text = out["12"]["text"][0]
     assert text.startswith("kept 1 of 2: [") and len(out["9"]["images"]) == 1
 
 
 def test_auto_reject_example_with_a_classifier_file(srv):
-    out = _run(srv, "artifact_autoreject")
+    out = _run(srv, "artifact_auto_reject_sampler")
     assert "seeds [" in out["3"]["text"][0] and len(out["9"]["images"]) == 2
 
     def use_file(wf):
         wf["3"]["inputs"].update(classifier="synthetic_lc6.safetensors", tau=0.0, max_tries=2, seed=99)
 
-    text = _run(srv, "artifact_autoreject", use_file)["3"]["text"][0]
+    text = _run(srv, "artifact_auto_reject_sampler", use_file)["3"]["text"][0]
     assert "model evaluations 24 " in text  # 2 tries x 2 items x 6 steps
 
 
@@ -71,7 +70,7 @@ def test_collect_train_and_use(srv):
             wf["3"]["inputs"]["seed"] = seed
             wf["10"]["inputs"]["labels"] = labels
             wf["10"]["inputs"]["dataset"] = DATASET  # its own folder: the generic example test fills the default
-        out = _run(srv, "artifact_collect_dataset", edit)
+        out = _run(srv, "artifact_collect_training_data", edit)
     assert "6 samples" in out["10"]["text"][0]
     folder = srv.base / "output" / "artifact_datasets" / DATASET
     rows = list(csv.DictReader(open(folder / "index.csv")))
@@ -90,5 +89,5 @@ def test_collect_train_and_use(srv):
     def use(wf):
         wf["11"]["inputs"]["classifier"] = "from_server.safetensors"
 
-    out = _run(srv, "artifact_predict_filter", use)
+    out = _run(srv, "artifact_predict_keep_best", use)
     assert out["12"]["text"][0].startswith("kept 1 of 2")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import _diffsim as D
 import pytest
 from _server import find_checkpoint, load_api_workflow
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLE = Path(__file__).resolve().parents[2] / "example_workflows" / "diffsim_c_ipadapter_api.json"
+EXAMPLE = api_path("diffsim_c_ipadapter_similarity")
 IPADAPTER = "ip-adapter-plus-tiny-test.safetensors"
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

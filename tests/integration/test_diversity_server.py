@@ -11,13 +11,13 @@ minute (writing the file ~8 s, CLIP ViT-L encodes a few seconds per image on CPU
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from _server import load_api_workflow
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-WORKFLOW = Path(__file__).resolve().parents[2] / "example_workflows" / "diversity_batch_api.json"
+WORKFLOW = api_path("diversity_select_diverse_subset")
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 

@@ -13,15 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _workflows as W
 import pytest
-from _workflows import EXAMPLES, ui_path
 
 UI_CHECK = Path(__file__).resolve().parents[3] / "shared" / "tools" / "comfyui" / "ui_check.py"
 pytestmark = pytest.mark.server
 
 
 def _ui_examples():
-    return [ui_path(p) for p in sorted(EXAMPLES.glob("*_api.json"))]
+    return [W.ui_path(n) for n in W.template_names()]
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import os
 
 import pytest
 from _server import load_api_workflow
-from _workflows import EXAMPLES
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLE = EXAMPLES / "memorization_guard_api.json"
+EXAMPLE = api_path("memorization_guard_report")
 pytestmark = pytest.mark.server
 
 
