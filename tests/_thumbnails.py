@@ -1,7 +1,7 @@
 """Thumbnails of the example workflows (``example_workflows/<name>.jpg``, what the template browser shows): each is
 made from a real run of the example's API twin, unchanged, on a temporary test server (the tiny random SD1.5
 checkpoint under the example's checkpoint name, a random CLIP ViT-L/14 under the CLIP vision names, a random
-IP-Adapter Plus): the chart a Sentinel node previews on top, the images the workflow saved or previewed below.
+IP-Adapter Plus): the chart a Sentinel node previews (or its text report) on top, the images the workflow saved or previewed below.
 
     COMFYUI_PATH=... python tests/_workflows.py --thumbnails [--only NAME]...
 
@@ -28,47 +28,102 @@ STRIP = 128  # height of the row of sampled images under a chart
 QUALITY = 82
 
 
-def output_images(entry: dict, api: dict, base: Path) -> tuple[list[Path], list[Path]]:
-    """(chart images that Sentinel nodes previewed, images the workflow saved or previewed) of a history entry."""
-    charts, samples = [], []
-    for nid, out in entry["outputs"].items():
-        ct = api.get(nid, {}).get("class_type", "")
+def output_images(entry: dict, api: dict, base: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """(charts that Sentinel nodes previewed, images the workflow saved or previewed, the Sentinel nodes' text
+    reports) of a history entry, in the order of the API twin's nodes."""
+    charts, samples, texts = [], [], []
+    for nid in api:
+        out = entry["outputs"].get(nid, {})
+        ct = api[nid]["class_type"]
         for img in out.get("images", []):
             folder = base / ("output" if img.get("type") == "output" else img.get("type", "temp"))
             p = folder / img.get("subfolder", "") / img["filename"]
             if p.is_file():
                 (charts if ct.startswith("Sentinel") else samples).append(p)
-    return charts, samples
+        if ct.startswith("Sentinel"):
+            texts += [t for t in out.get("text", []) if isinstance(t, str) and t.strip()]
+    return charts, samples, texts
 
 
-def compose(charts: list[Path], samples: list[Path]) -> bytes:
-    """A SIZE x SIZE JPEG: the first chart on top (letterboxed on white), up to 4 sample images in a strip below;
-    without a chart, the sample images in a grid."""
+def _font(size: int):
+    from PIL import ImageFont
+
+    for f in ("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf", "DejaVuSansMono.ttf"):
+        try:
+            return ImageFont.truetype(f, size)
+        except OSError:
+            pass
+    return ImageFont.load_default(size=size)
+
+
+def _text_card(texts: list[str], width: int, height: int):
+    """The first lines of the nodes' text reports, as the node shows them (monospace, dark theme)."""
+    from PIL import Image, ImageDraw
+
+    card = Image.new("RGB", (width, height), (32, 32, 32))
+    draw = ImageDraw.Draw(card)
+    font = _font(13)
+    chars = (width - 24) // 8
+    lines = []
+    for t in texts:
+        for line in t.splitlines():
+            while len(line) > chars:
+                lines.append(line[:chars])
+                line = "  " + line[chars:]
+            lines.append(line)
+        lines.append("")
+    y = 12
+    for line in lines:
+        if y + 16 > height - 8:
+            break
+        draw.text((12, y), line, fill=(225, 225, 225), font=font)
+        y += 17
+    return card
+
+
+def _pick(items: list[Path], k: int) -> list[Path]:
+    """Up to k items spread evenly over the list (first and last included)."""
+    if len(items) <= k:
+        return items
+    return [items[round(i * (len(items) - 1) / (k - 1))] for i in range(k)]
+
+
+def compose(charts: list[Path], samples: list[Path], texts: list[str] = ()) -> bytes:
+    """A SIZE x SIZE JPEG: on top the first chart a Sentinel node previewed (else its text report), below a row of
+    up to 4 of the images the workflow saved or previewed; with neither chart nor text, the images in a grid."""
     from PIL import Image
 
-    canvas = Image.new("RGB", (SIZE, SIZE), (255, 255, 255))
+    dark = (24, 24, 24)
+    canvas = Image.new("RGB", (SIZE, SIZE), dark)
+    top_h = 0
     if charts:
         chart = Image.open(charts[0]).convert("RGB")
-        area_h = SIZE - (STRIP if samples else 0)
-        chart.thumbnail((SIZE, area_h), Image.LANCZOS)
-        canvas.paste(chart, ((SIZE - chart.width) // 2, (area_h - chart.height) // 2))
-        strip = samples[:4]
-        if strip:
-            w = SIZE // len(strip)
-            for i, p in enumerate(strip):
-                im = Image.open(p).convert("RGB")
-                side = min(w, STRIP)
-                im = im.resize((side, side), Image.LANCZOS)
-                canvas.paste(im, (i * w + (w - side) // 2, SIZE - STRIP + (STRIP - side) // 2))
-    elif samples:
-        n = min(len(samples), 4)
-        cols = 1 if n == 1 else 2
-        rows = 1 if n <= 2 else 2
-        cell = SIZE // max(cols, rows)
-        y0 = (SIZE - rows * cell) // 2
-        for i, p in enumerate(samples[:n]):
-            im = Image.open(p).convert("RGB").resize((cell, cell), Image.LANCZOS)
-            canvas.paste(im, ((i % cols) * cell + (SIZE - cols * cell) // 2, y0 + (i // cols) * cell))
+        chart.thumbnail((SIZE, SIZE - (STRIP if samples else 0)), Image.LANCZOS)
+        top_h = chart.height
+        band = Image.new("RGB", (SIZE, top_h), (255, 255, 255))
+        band.paste(chart, ((SIZE - chart.width) // 2, 0))
+        canvas.paste(band, (0, 0))
+    elif texts:
+        top_h = SIZE - (SIZE // 2 if samples else 0)
+        canvas.paste(_text_card(list(texts), SIZE, top_h), (0, 0))
+    rest = SIZE - top_h
+    if samples and rest > 0:
+        if top_h:
+            row = _pick(samples, 4)
+            side = min(rest - 8, (SIZE - 8 * (len(row) + 1)) // len(row))
+            x0 = (SIZE - len(row) * side - 8 * (len(row) - 1)) // 2
+            for i, p in enumerate(row):
+                im = Image.open(p).convert("RGB").resize((side, side), Image.LANCZOS)
+                canvas.paste(im, (x0 + i * (side + 8), top_h + (rest - side) // 2))
+        else:
+            row = _pick(samples, 4)
+            cols = 1 if len(row) == 1 else 2
+            rows = 1 if len(row) <= 2 else 2
+            cell = SIZE // max(cols, rows)
+            for i, p in enumerate(row):
+                im = Image.open(p).convert("RGB").resize((cell - 6, cell - 6), Image.LANCZOS)
+                canvas.paste(im, ((i % cols) * cell + (SIZE - cols * cell) // 2 + 3,
+                                  (i // cols) * cell + (SIZE - rows * cell) // 2 + 3))
     buf = io.BytesIO()
     canvas.save(buf, "JPEG", quality=QUALITY, optimize=True)
     return buf.getvalue()
@@ -104,8 +159,8 @@ def main(only: list[str] | None = None) -> None:
                 api = W.load_api(name)
                 t0 = time.time()
                 entry = srv.run_prompt(json.loads(json.dumps(api)), timeout=3600)
-                charts, samples = output_images(entry, api, base)
-                data = compose(charts, samples)
+                charts, samples, texts = output_images(entry, api, base)
+                data = compose(charts, samples, texts)
                 W.thumb_path(name).write_bytes(data)
                 print(f"{name}: {len(charts)} chart(s), {len(samples)} image(s), ran {time.time() - t0:.0f}s, "
                       f"wrote {W.thumb_path(name).relative_to(W.ROOT)} ({len(data) // 1024} KB)")

@@ -29,7 +29,43 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 NEW_FRONTEND = Path(os.environ.get("SENTINEL_NEW_FRONTEND", "/tmp/fe/1.58.1/comfyui_frontend_package/static"))
 FRONTENDS = ["pinned", "newest"]
 NAMES = W.template_names()
-RUNS: dict[str, dict[str, dict]] = {"pinned": {}, "newest": {}}  # frontend -> name -> {api, entry, panels}
+RUNS: dict[str, dict[str, dict]] = {"pinned": {}, "newest": {}}  # frontend -> name -> {seconds, panels, missing}
+
+# Opens the template browser, picks the pack's category (an entry whose own text is the custom_nodes folder
+# name), brings every card into view (thumbnails load lazily) and reports the names and images it shows.
+BROWSE_TEMPLATES_JS = """
+const [m, names] = arguments;
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+return (async () => {
+  await app.extensionManager.command.execute('Comfy.BrowseTemplates');
+  const t0 = Date.now();
+  let clicked = false;
+  while (!clicked && Date.now() - t0 < 20000) {
+    for (const el of document.querySelectorAll('li, button, a, span, div')) {
+      if (el.childElementCount === 0 && el.textContent.trim() === m) { el.click(); clicked = true; break; }
+    }
+    if (!clicked) await sleep(300);
+  }
+  const root = () => document.querySelector('[role=dialog]') || document.body;
+  let state = {clicked, names: [], imgs: []};
+  while (Date.now() - t0 < 40000) {
+    await sleep(600);
+    const d = root();
+    for (const n of names) {
+      const el = Array.from(d.querySelectorAll('*')).find(e => e.childElementCount === 0 && e.textContent.trim() === n);
+      if (el) { el.scrollIntoView({block: 'center'}); await sleep(60); }
+    }
+    const text = d.innerText;
+    const imgs = Array.from(d.querySelectorAll('img')).map(i => ({src: i.currentSrc || i.src || '', w: i.naturalWidth,
+                                                               done: i.complete}));
+    state = {clicked, names: names.filter(n => text.includes(n)), imgs};
+    const ours = imgs.filter(i => i.src.includes('/workflow_templates/' + m + '/') || i.src.startsWith('blob:'));
+    if (state.names.length === names.length && ours.length >= names.length && ours.every(i => i.done && i.w > 0))
+      break;
+  }
+  return state;
+})()
+"""
 
 
 def _post_setting(url: str, key: str, value) -> None:
@@ -70,6 +106,7 @@ def editor(request, server, example_models, tmp_path_factory):
         _post_setting(srv.url, "Comfy.VueNodes.Enabled", True)
     _post_setting(srv.url, "Comfy.TutorialCompleted", True)  # no "get started" dialog over the canvas
     _post_setting(srv.url, "Comfy.Minimap.Visible", False)  # the minimap would hide part of the screenshots
+    _post_setting(srv.url, "LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.1)  # text on zoomed-out shots
     ed = _editor.Editor(srv.url, window=(1800, 1000))
     try:
         ed.start()
@@ -110,25 +147,18 @@ def test_template_list_has_no_api_twins_and_a_thumbnail_each(editor):
             assert r.headers["Content-Type"] == "image/jpeg" and data[:2] == b"\xff\xd8", name
             assert 5_000 < len(data) < 100_000, f"{name}.jpg is {len(data)} bytes"
     # what the frontend's template browser shows for the pack: every template, each with its thumbnail loaded
-    shown = ed.js(
-        "const m = arguments[0];"
-        "return (async () => {"
-        "  await app.extensionManager.command.execute('Comfy.BrowseTemplates');"
-        "  const t0 = Date.now(); let imgs = [];"
-        "  while (Date.now() - t0 < 20000) {"
-        "    for (const el of document.querySelectorAll('button, li, a, span, div')) {"
-        "      if (el.childElementCount === 0 && el.textContent.trim() === m) { el.click(); break; } }"
-        "    await new Promise(r => setTimeout(r, 500));"
-        "    imgs = Array.from(document.querySelectorAll(`img[src*='/workflow_templates/${m}/']`));"
-        "    if (imgs.length && imgs.every(i => i.complete)) break; }"
-        "  const out = imgs.map(i => ({src: decodeURIComponent(i.src.split('/').pop()), w: i.naturalWidth}));"
-        "  document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));"
-        "  return out; })()", W.PACK_MODULE)
+    # (1.27.10 loads <img src=".../name.jpg">; 1.58.1 fetches the file and shows it as a blob: URL)
+    state = ed.js(BROWSE_TEMPLATES_JS, W.PACK_MODULE, NAMES)
     ed.screenshot(srv.base / f"template-browser-{frontend}.png")
-    names = sorted({s["src"].rsplit(".", 1)[0] for s in shown})
-    assert names == NAMES, f"template browser shows {shown}"
-    assert all(s["w"] > 0 for s in shown), f"a thumbnail did not load: {shown}"
-    ed.js("document.querySelector('.p-dialog-close-button, [aria-label=\"Close\"]')?.click()")
+    print(f"\ntemplate browser ({frontend}): {srv.base / f'template-browser-{frontend}.png'}")
+    assert state["clicked"], f"no category {W.PACK_MODULE!r} in the template browser: {state}"
+    assert state["names"] == NAMES, f"the template browser shows {state['names']}"
+    ours = [i for i in state["imgs"] if f"/workflow_templates/{W.PACK_MODULE}/" in i["src"]
+            or i["src"].startswith("blob:")]
+    assert len(ours) >= len(NAMES) and all(i["w"] > 0 for i in ours), f"thumbnails not loaded: {state['imgs']}"
+    assert not any("default-template" in i["src"] for i in state["imgs"]), f"a fallback image: {state['imgs']}"
+    ed.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}));"
+          "document.querySelector('.p-dialog-close-button, [aria-label=\"Close\"]')?.click()")
     errors = ed.console_errors()
     assert not errors, "console errors while browsing templates:\n" + "\n".join(errors)
 
