@@ -201,7 +201,7 @@ class Editor:
 
     # ------------------------------------------------------------------ ComfyUI
     def frontend_version(self) -> str:
-        return self.js("return window.__COMFYUI_FRONTEND_VERSION__ || (window.comfyAPI && '' ) || ''")
+        return self.js("return window.__COMFYUI_FRONTEND_VERSION__ || ''")
 
     def setting(self, name: str):
         return self.js("return app.extensionManager.setting.get(arguments[0])", name)
@@ -242,20 +242,9 @@ class Editor:
         self.js("return Promise.resolve(app.queuePrompt(0, 1)).then(() => true)")
 
     def fit_view(self) -> None:
-        """Zoom the canvas so the whole graph is visible (the editor's "fit view")."""
-        self.js(
-            "const c = app.canvas; const g = app.graph; const ns = g._nodes || g.nodes || [];"
-            "if (!ns.length) return;"
-            "let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;"
-            "for (const n of ns) { const b = n.getBounding ? n.getBounding() : [n.pos[0], n.pos[1] - 30,"
-            "  n.size[0], n.size[1] + 30]; x0 = Math.min(x0, b[0]); y0 = Math.min(y0, b[1]);"
-            "  x1 = Math.max(x1, b[0] + b[2]); y1 = Math.max(y1, b[1] + b[3]); }"
-            "const el = c.canvas; const W = el.clientWidth || el.width, H = el.clientHeight || el.height;"
-            "const s = Math.min(W / (x1 - x0 + 80), H / (y1 - y0 + 80), 1.2);"
-            "c.ds.scale = s; c.ds.offset[0] = -x0 + 40 / s + (W / s - (x1 - x0 + 80)) / 2;"
-            "c.ds.offset[1] = -y0 + 40 / s + (H / s - (y1 - y0 + 80)) / 2;"
-            "c.setDirty(true, true); c.draw?.(true, true);")
-        time.sleep(0.8)
+        """Zoom the canvas so the whole graph is visible (the editor's own "fit view" command)."""
+        self.js("return app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+        time.sleep(1.0)
 
     def node_boxes(self) -> dict[str, list[float]]:
         """Each node's box [x, y, w, h] in graph units as the classic canvas lays it out (title bar included)."""

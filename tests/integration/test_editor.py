@@ -177,7 +177,8 @@ def test_template_opens_matches_its_twin_and_runs_from_the_editor(editor, name, 
     diff = W.prompt_difference(got, api, object_info)
     assert not diff, f"{name} ({frontend} frontend): graphToPrompt differs from api/{name}.json:\n" + "\n".join(diff)
 
-    # no node covers another (classic: LiteGraph boxes with the title bar; Nodes 2.0: the node elements)
+    # no node covers another (classic: LiteGraph boxes with the title bar; Nodes 2.0: the node elements), before
+    # the run and again once the nodes show their results
     time.sleep(0.5)
     if frontend == "newest":
         boxes = ed.dom_node_boxes()
@@ -206,11 +207,13 @@ def test_template_opens_matches_its_twin_and_runs_from_the_editor(editor, name, 
     assert entry["outputs"], f"{name}: no node reported an output"
     seconds = time.time() - t0
     time.sleep(1.5)  # let the editor draw the results
+    boxes = ed.dom_node_boxes() if frontend == "newest" else ed.node_boxes()
+    overlaps = W.boxes_overlap(boxes)
+    assert not overlaps, f"{name} ({frontend}): nodes overlap once results are shown:\n" + "\n".join(overlaps)
     RUNS[frontend][name] = {
         "seconds": seconds, "panels": any("sentinel_result" in o for o in entry["outputs"].values()),
         "missing": check_panels_show_values(ed, entry["outputs"])}
-    ed.js("return app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    time.sleep(1.0)
+    ed.fit_view()
     shot = ed.screenshot(tmp_path / f"{frontend}-{name}.png")
     print(f"\n{name} ({frontend}): ran {seconds:.1f}s from the editor, screenshot {shot}")
     errors = ed.console_errors()
