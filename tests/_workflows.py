@@ -240,6 +240,23 @@ def _depths(api: dict) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------- api -> ui
 
 
+def _check_legacy_migration(class_type: str, info: dict, values: list) -> None:
+    """Frontend 1.27.10 re-maps saved widget values on load ("migrateWidgetsValues") when a node has forceInput
+    inputs and the number of values equals its count of widget inputs, forceInput ones included, with two for
+    every input that has control_after_generate or is named seed/noise_seed (so a combo with a control widget,
+    which saves three values, counts two). The values would then shift; refuse such a node. (Without such a
+    combo the counts cannot match: every forceInput input adds one to the count and nothing to the values.)"""
+    inputs = ordered_inputs(info)
+    if not any(_opts(s).get("forceInput") for _, s in inputs):
+        return
+    count = sum(2 if (_opts(s).get("control_after_generate") or n in LEGACY_SEED_NAMES) else 1
+                for n, s in inputs if is_widget(s) or _opts(s).get("forceInput"))
+    if count == len(values):
+        raise ValueError(f"{class_type}: frontend 1.27.10 would re-map this node's saved widget values on load "
+                         "(forceInput inputs plus a seed without a control widget); the editor would not give back "
+                         "the API twin. Change the node's inputs or teach tests/_workflows.py this case.")
+
+
 def read_note(name: str) -> tuple[str, str]:
     """(title, markdown) of a template's note file; ("", "") when there is none."""
     p = note_path(name)
@@ -280,6 +297,7 @@ def api_to_ui(api: dict, object_info: dict, title: str = "", note: tuple[str, st
                 n_controls += k
             widget_inputs.append({"name": name, "type": spec_type(spec), "widget": {"name": name}, "link": None})
         inputs = sockets + widget_inputs
+        _check_legacy_migration(node["class_type"], info, values)
         outs = [str(t) if isinstance(t, str) else "COMBO" for t in info.get("output") or []]
         width = WIDE_NODE_WIDTH if any(spec_type(s) == "STRING" and _opts(s).get("multiline") for _, s in widgets) \
             else NODE_WIDTH

@@ -181,3 +181,17 @@ def test_shrink_for_cpu_edits_sizes_and_sampler_steps_only():
     assert edits["3"] == {"steps": 3} and "10" not in edits and "12" not in edits  # Wen/Volume steps untouched
     shrunk = W.apply_edits(api, edits)
     assert shrunk["3"]["inputs"]["steps"] == 3 and api["3"]["inputs"]["steps"] == 8
+
+
+def test_a_node_that_frontend_1_27_would_remap_on_load_is_refused():
+    """1.27.10's migrateWidgetsValues counts a forceInput input as one value and a combo with a control widget as
+    two (it saves three): with both, the counts match and it would drop a value on load, so refuse to generate."""
+    info = _info(required=[("p", ["FLOAT", {"forceInput": True}]),
+                           ("pick", [["a", "b"], {"control_after_generate": True}])])
+    with pytest.raises(ValueError, match="re-map"):
+        W.api_to_ui({"1": {"class_type": "T", "inputs": {"pick": "a"}}}, {"T": info})
+    # forceInput next to seeds (with or without a control widget) can never match: nothing to refuse
+    info = _info(required=[("p", ["FLOAT", {"forceInput": True}]), ("seed", INT),
+                           ("seed2", ["INT", {"control_after_generate": False}])])
+    assert _ui({"1": {"class_type": "T", "inputs": {"seed": 3, "seed2": 4}}}, {"T": info})["1"]["widgets_values"] \
+        == [3, "fixed", 4]
