@@ -199,6 +199,26 @@ class Editor:
         return [e.get("message", "") for e in self.console()
                 if e.get("level") == "SEVERE" and not any(r.search(e.get("message", "")) for r in self.ignore)]
 
+    def press(self, key: str) -> None:
+        """A real key press (WebDriver actions), e.g. press("\ue00c") for Escape."""
+        self._call("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]})
+        self._call("DELETE", "/actions")
+
+    def close_dialogs(self, timeout: float = 10) -> None:
+        """Close every open dialog (Escape, then the dialogs' close buttons) and wait until none is left."""
+        t0 = time.time()
+        while self.js("return document.querySelectorAll('[role=dialog]').length") > 0:
+            if time.time() - t0 > timeout:
+                raise RuntimeError("a dialog stays open: " + self.js(
+                    "return document.querySelector('[role=dialog]').innerText.slice(0, 300)"))
+            self.press("\ue00c")
+            time.sleep(0.3)
+            self.js("for (const d of document.querySelectorAll('[role=dialog]')) for (const b of d.querySelectorAll("
+                    "'button')) { const l = (b.getAttribute('aria-label') || '') + ' ' + b.className;"
+                    " if (/close|dialog-close/i.test(l)) { b.click(); break; } }")
+            time.sleep(0.3)
+
     # ------------------------------------------------------------------ ComfyUI
     def frontend_version(self) -> str:
         return self.js("return window.__COMFYUI_FRONTEND_VERSION__ || ''")

@@ -8,6 +8,7 @@ skipped when either is missing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,10 @@ from pathlib import Path
 import _workflows as W
 import pytest
 
-UI_CHECK = Path(__file__).resolve().parents[3] / "shared" / "tools" / "comfyui" / "ui_check.py"
+# the harness's ui_check.py: $SENTINEL_UI_CHECK, else ../shared next to the checkout (or next to its worktree root)
+_CANDIDATES = [Path(os.environ["SENTINEL_UI_CHECK"])] if os.environ.get("SENTINEL_UI_CHECK") else []
+_CANDIDATES += [p / "shared" / "tools" / "comfyui" / "ui_check.py" for p in Path(__file__).resolve().parents[2:5]]
+UI_CHECK = next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
 pytestmark = pytest.mark.server
 
 
