@@ -104,7 +104,8 @@ def compose(charts: list[Path], samples: list[Path], texts: list[str] = ()) -> b
         band.paste(chart, ((SIZE - chart.width) // 2, 0))
         canvas.paste(band, (0, 0))
     elif texts:
-        top_h = SIZE - (SIZE // 2 if samples else 0)
+        n_lines = sum(len(t.splitlines()) + 1 + sum(len(x) // 58 for x in t.splitlines()) for t in texts)
+        top_h = min(SIZE // 2, max(120, 24 + 17 * n_lines)) if samples else SIZE
         canvas.paste(_text_card(list(texts), SIZE, top_h), (0, 0))
     rest = SIZE - top_h
     if samples and rest > 0:

@@ -111,7 +111,7 @@ def editor(request, server, example_models, tmp_path_factory):
         _post_setting(srv.url, "Comfy.VueNodes.Enabled", True)
     _post_setting(srv.url, "Comfy.TutorialCompleted", True)  # no "get started" dialog over the canvas
     _post_setting(srv.url, "Comfy.Minimap.Visible", False)  # the minimap would hide part of the screenshots
-    _post_setting(srv.url, "LiteGraph.Canvas.LowQualityRenderingZoomThreshold", 0.1)  # text on zoomed-out shots
+    _post_setting(srv.url, "LiteGraph.Canvas.MinFontSizeForLOD", 1)  # draw text on zoomed-out screenshots
     ed = _editor.Editor(srv.url, window=(1800, 1000))
     try:
         ed.start()
