@@ -5,14 +5,13 @@ classifier in another that a third one then uses."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from _artifact import synthetic_series
 from _server import load_api_workflow
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
 pytestmark = pytest.mark.server
 DATASET = "pytest_server_dataset"
 
@@ -30,21 +29,6 @@ def srv(server):
     return server
 
 
-# the examples' names before and after they were renamed (example_workflows/api/<new name>.json)
-RENAMED = {"artifact_predict_filter": "artifact_predict_keep_best",
-           "artifact_autoreject": "artifact_auto_reject_sampler",
-           "artifact_collect_dataset": "artifact_collect_training_data"}
-
-
-def _example(name: str) -> Path:
-    """The API form of an example: example_workflows/api/<name>.json (new names), or the older <name>_api.json."""
-    new = RENAMED.get(name, name)
-    for cand in (EXAMPLES / "api" / f"{new}.json", EXAMPLES / "api" / f"{name}.json", EXAMPLES / f"{name}_api.json"):
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(f"no API workflow for example {name!r} in {EXAMPLES}")
-
-
 def node_id(wf: dict, class_type: str) -> str:
     ids = [k for k, n in wf.items() if n.get("class_type") == class_type]
     assert len(ids) == 1, f"{class_type}: {ids}"
@@ -52,7 +36,7 @@ def node_id(wf: dict, class_type: str) -> str:
 
 
 def _run(srv, name, edit=None):
-    wf = load_api_workflow(_example(name), TINY)
+    wf = load_api_workflow(api_path(name), TINY)
     wf[node_id(wf, "EmptyLatentImage")]["inputs"].update(width=64, height=64)  # 8x8 latents: much faster on a CPU
     for n in wf.values():
         if "steps" in n.get("inputs", {}) and n["class_type"] != "EmptyLatentImage":
@@ -76,7 +60,7 @@ def test_combos_list_the_model_folder_with_none(srv):
 
 
 def test_predict_and_filter_example(srv):
-    wf, out = _run(srv, "artifact_predict_filter")
+    wf, out = _run(srv, "artifact_predict_keep_best")
     p = panel_of(out, node_id(wf, "SentinelFilterBatchByArtifact"))
     assert p["summary"].startswith("kept 1 of 2: [") and len(p["highlight"]) == 1
     assert len(out[node_id(wf, "SaveImage")]["images"]) == 1
@@ -85,7 +69,7 @@ def test_predict_and_filter_example(srv):
 
 
 def test_auto_reject_example_with_a_classifier_file(srv):
-    wf, out = _run(srv, "artifact_autoreject")
+    wf, out = _run(srv, "artifact_auto_reject_sampler")
     ar = node_id(wf, "SentinelKSamplerAutoReject")
     assert len(panel_of(out, ar)["rows"]) == 2 and len(out[node_id(wf, "SaveImage")]["images"]) == 2
 
@@ -93,7 +77,7 @@ def test_auto_reject_example_with_a_classifier_file(srv):
         wf[node_id(wf, "SentinelKSamplerAutoReject")]["inputs"].update(
             classifier="synthetic_lc6.safetensors", tau=0.0, max_tries=2, seed=99)
 
-    wf, out = _run(srv, "artifact_autoreject", use_file)
+    wf, out = _run(srv, "artifact_auto_reject_sampler", use_file)
     p = panel_of(out, ar)
     assert "24 image model evaluations" in p["summary"]  # 2 tries x 2 items x 6 steps
     assert [r[1] for r in p["rows"]] in ([99, 99], [99, 100], [100, 99], [100, 100])
@@ -110,7 +94,7 @@ def test_collect_train_and_use(srv):
             save = wf[node_id(wf, "SentinelSaveLabelledTrajectory")]["inputs"]
             save["labels"] = labels
             save["dataset"] = DATASET  # its own folder: the generic example test fills the default
-        wf, out = _run(srv, "artifact_collect_dataset", edit)
+        wf, out = _run(srv, "artifact_collect_training_data", edit)
     assert "6 samples in the dataset" in panel_of(out, node_id(wf, "SentinelSaveLabelledTrajectory"))["summary"]
     folder = srv.base / "output" / "artifact_datasets" / DATASET
     rows = folder_rows(folder)
@@ -130,5 +114,5 @@ def test_collect_train_and_use(srv):
     def use(wf):
         wf[node_id(wf, "SentinelArtifactPredict")]["inputs"]["classifier"] = "from_server.safetensors"
 
-    wf, out = _run(srv, "artifact_predict_filter", use)
+    wf, out = _run(srv, "artifact_predict_keep_best", use)
     assert panel_of(out, node_id(wf, "SentinelFilterBatchByArtifact"))["summary"].startswith("kept 1 of 2")

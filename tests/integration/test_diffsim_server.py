@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import _diffsim as D
 import pytest
 from _server import find_checkpoint, load_api_workflow
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
-# the API twin: example_workflows/api/<name>.json (issue 12), or the older <name>_api.json next to the UI file
-EXAMPLE = next((p for p in (EXAMPLES / "api" / "diffsim_c_ipadapter.json", EXAMPLES / "diffsim_c_ipadapter_api.json")
-                if p.exists()), EXAMPLES / "api" / "diffsim_c_ipadapter.json")
+EXAMPLE = api_path("diffsim_c_ipadapter_similarity")
 IPADAPTER = "ip-adapter-plus-tiny-test.safetensors"
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -11,16 +11,13 @@ minute (writing the file ~8 s, CLIP ViT-L encodes a few seconds per image on CPU
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from _server import load_api_workflow
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-EXAMPLES = Path(__file__).resolve().parents[2] / "example_workflows"
-# the API twin: example_workflows/api/<name>.json (issue 12), or the older <name>_api.json next to the UI file
-WORKFLOW = next((p for p in (EXAMPLES / "api" / "diversity_batch.json", EXAMPLES / "diversity_batch_api.json")
-                 if p.exists()), EXAMPLES / "api" / "diversity_batch.json")
+WORKFLOW = api_path("diversity_select_diverse_subset")
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 

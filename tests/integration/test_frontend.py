@@ -8,20 +8,24 @@ skipped when either is missing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import _workflows as W
 import pytest
-from _workflows import EXAMPLES, ui_path
 
-UI_CHECK = Path(__file__).resolve().parents[3] / "shared" / "tools" / "comfyui" / "ui_check.py"
+# the harness's ui_check.py: $SENTINEL_UI_CHECK, else ../shared next to the checkout (or next to its worktree root)
+_CANDIDATES = [Path(os.environ["SENTINEL_UI_CHECK"])] if os.environ.get("SENTINEL_UI_CHECK") else []
+_CANDIDATES += [p / "shared" / "tools" / "comfyui" / "ui_check.py" for p in Path(__file__).resolve().parents[2:5]]
+UI_CHECK = next((p for p in _CANDIDATES if p.is_file()), _CANDIDATES[0])
 pytestmark = pytest.mark.server
 
 
 def _ui_examples():
-    return [ui_path(p) for p in sorted(EXAMPLES.glob("*_api.json"))]
+    return [W.ui_path(n) for n in W.template_names()]
 
 
 @pytest.fixture(scope="module")

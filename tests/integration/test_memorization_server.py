@@ -10,12 +10,10 @@ import os
 
 import pytest
 from _server import load_api_workflow
-from _workflows import EXAMPLES
+from _workflows import api_path
 
 TINY = "sd15-tiny-random.safetensors"
-# the API twin moves to example_workflows/api/<name>.json (issue 12); either layout
-EXAMPLE = next((p for p in (EXAMPLES / "api" / "memorization_guard.json", EXAMPLES / "memorization_guard_api.json")
-                if p.is_file()), EXAMPLES / "memorization_guard_api.json")
+EXAMPLE = api_path("memorization_guard_report")
 pytestmark = pytest.mark.server
 
 

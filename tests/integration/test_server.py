@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 
+import _workflows as W
 import pytest
 from _server import load_api_workflow
-from _workflows import EXAMPLES, api_to_ui, ui_path
 
 TINY = "sd15-tiny-random.safetensors"
 CHECKPOINT_ONLY = {"CheckpointLoaderSimple"}  # loaders the generic example test can satisfy
@@ -48,25 +48,19 @@ def test_web_extension_is_served(server):
     assert any(e.endswith(".js") and "diffusion-sentinel" in e for e in exts), exts
 
 
-def _examples():
-    return sorted(EXAMPLES.glob("*_api.json"))
+@pytest.mark.parametrize("name", W.template_names())
+def test_ui_example_and_twin_are_what_the_generator_makes(object_info, name):
+    """The committed UI workflow is what tests/_workflows.py makes from the API twin and this server's schema, and
+    the twin needs no normalising (every widget input present, no input the node lacks)."""
+    api, expected, changes = W.build(name, object_info)
+    assert not changes, f"api/{name}.json is stale: {changes}; run python tests/_workflows.py --server URL"
+    committed = json.loads(W.ui_path(name).read_text())
+    assert committed == expected, f"{name}.json is stale: run python tests/_workflows.py --server URL"
 
 
-def test_every_api_example_has_a_ui_twin():
-    for p in _examples():
-        assert ui_path(p).is_file(), f"{ui_path(p).name} missing: run python tests/_workflows.py --server URL"
-
-
-@pytest.mark.parametrize("api_path", _examples(), ids=lambda p: p.stem)
-def test_ui_example_matches_api_source(object_info, api_path):
-    expected = api_to_ui(json.loads(api_path.read_text()), object_info, title=api_path.stem)
-    committed = json.loads(ui_path(api_path).read_text())
-    assert committed == expected, f"{ui_path(api_path).name} is stale: python tests/_workflows.py --server URL"
-
-
-@pytest.mark.parametrize("api_path", _examples(), ids=lambda p: p.stem)
-def test_example_workflow_runs(server, api_path):
-    wf = load_api_workflow(api_path, TINY)
+@pytest.mark.parametrize("name", W.template_names())
+def test_example_workflow_runs(server, name):
+    wf = load_api_workflow(W.api_path(name), TINY)
     loaders = {n["class_type"] for n in wf.values() if n["class_type"].endswith(LOADER_SUFFIXES)}
     if loaders - CHECKPOINT_ONLY:
         pytest.skip(f"needs model files beyond the tiny checkpoint ({sorted(loaders - CHECKPOINT_ONLY)}); "

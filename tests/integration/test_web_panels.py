@@ -302,10 +302,8 @@ def test_result_panels_in_the_editor(servers, tmp_path, case, newest, vue):
 
 
 def _example_api(name: str) -> Path | None:
-    for p in (ROOT / "example_workflows" / "api" / f"{name}.json", ROOT / "example_workflows" / f"{name}_api.json"):
-        if p.is_file():
-            return p
-    return None
+    p = ROOT / "example_workflows" / "api" / f"{name}.json"
+    return p if p.is_file() else None
 
 
 def expected_cell(v, fmt) -> str:
@@ -346,9 +344,8 @@ def test_panels_after_a_real_run(servers, tmp_path, case, newest, vue):
     srv = servers.get(newest)
     if not servers.ckpt:
         pytest.skip(f"{TINY} not found (COMFY_MODELS)")
-    path = _example_api("artifact_predict_filter") or _example_api("trajectory_ksampler")
-    if path is None:
-        pytest.skip("no example workflow to run")
+    path = _example_api("artifact_predict_keep_best")
+    assert path is not None, "example_workflows/api/artifact_predict_keep_best.json is missing"
     api = load_api_workflow(path, servers.ckpt)
     for node in api.values():  # a new sampler seed per case: two cases share a server, and ComfyUI sends no
         if "KSampler" in node["class_type"] and isinstance(node["inputs"].get("seed"), int):  # "executed" for
