@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from diffusion_sentinel.classifiers.simulation import (
     best_of_n_rates,
     equivalent_n,
@@ -163,3 +162,12 @@ def test_equivalent_n_interpolates():
     assert math.isinf(equivalent_n(rates, 0.01))
     # saved = 1 - cost / (N* S): 125 / (5.58 * 50)
     assert saved_at_equal_rate(125, 5.58, 50) == pytest.approx(1 - 125 / 279)
+
+
+def test_single_check_step():
+    from diffusion_sentinel.nodes.artifact.tournament import single_check_step
+
+    assert single_check_step("0.3", 20) == 6 and single_check_step("7", 20) == 7
+    for bad, msg in (("0.1,0.3", "checks once"), ("5:1", "checks once"), ("20", "1..19"), ("x", "not a number")):
+        with pytest.raises(ValueError, match=msg):
+            single_check_step(bad, 20)

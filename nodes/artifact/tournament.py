@@ -44,6 +44,19 @@ def _check_step(token: str, steps: int) -> int:
     return int(v)
 
 
+def single_check_step(text: str, steps: int) -> int:
+    """One check step (Auto-Reject's early check): a fraction (0.3) or a step (15) in 1..steps-1."""
+    t = str(text).strip()
+    if "," in t or ":" in t:
+        raise ValueError(f"check_at {t!r}: this node checks once; give one fraction (0.3) or one step (15)")
+    if int(steps) < 2:
+        raise ValueError(f"an early check needs at least 2 steps, got {steps}")
+    k = _check_step(t, int(steps))
+    if not 1 <= k <= int(steps) - 1:
+        raise ValueError(f"check_at {t!r} is step {k}; it must lie in 1..{int(steps) - 1}")
+    return k
+
+
 def parse_check_at(text: str, steps: int, candidates: int, keep: int) -> list[Check]:
     """The checks of a tournament with ``candidates`` N, ``keep`` k and ``steps`` S (see the module docstring)."""
     steps, candidates, keep = int(steps), int(candidates), int(keep)
