@@ -172,6 +172,94 @@ def report_default(rep, S, n, schedule):
           f"best_of_n_equiv={ns[0]:.2f}{extra}")
 
 
+# ------------------------------------------------------------------------------------------------ (b) learning curve
+def learning_curve(args, ds, sizes=(25, 50, 100, 200, None)):
+    """Accuracy and AUC of the default recipe trained on n labels: 10-fold CV, each training fold subsampled
+    (stratified) to n runs, the held-out fold judged in full; pooled out-of-fold figures, per CV seed."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from classifiers.evaluation import roc_auc
+
+    seeds = _seeds(args.seeds)
+    print(f"learning curve of the default recipe ({ds.summary()}); {args.folds}-fold CV, training folds subsampled "
+          f"to n labels (stratified); median [min..max] over {len(seeds)} CV seeds")
+    print(f"{'labels':>7} {'accuracy':>24} {'AUC':>24}")
+    rows = []
+    for n in sizes:
+        acc, auc = [], []
+        for s in seeds:
+            rng = np.random.default_rng(s)
+            p = np.zeros(len(ds.y))
+            for tr, te in StratifiedKFold(args.folds, shuffle=True, random_state=s).split(ds.X, ds.y):
+                if n is not None and n < len(tr):
+                    tr = _stratified_subsample(tr, ds.y, n, rng)
+                p[te] = make_model("default").fit(ds.X[tr], ds.y[tr]).predict_proba(ds.X[te])[:, 1]
+            acc.append(float(((p > 0.5) == (ds.y == 1)).mean()))
+            auc.append(roc_auc(ds.y, p))
+        a, u = summarize(acc), summarize(auc)
+        label = "all" if n is None else str(n)
+        rows.append((label, a, u))
+        print(f"{label:>7} {a[0]:>8.3f} [{a[1]:.3f}..{a[2]:.3f}] {u[0]:>8.3f} [{u[1]:.3f}..{u[2]:.3f}]", flush=True)
+    return rows
+
+
+def _stratified_subsample(idx, y, n, rng):
+    """n of the indices ``idx``, the classes in their proportions (at least 2 of each)."""
+    pos = idx[y[idx] == 1]
+    neg = idx[y[idx] == 0]
+    n_pos = int(round(n * len(pos) / len(idx)))
+    n_pos = min(max(n_pos, 2), len(pos), n - 2)
+    return np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n - n_pos, replace=False)])
+
+
+# ------------------------------------------------------------------------------------------------ (c) real ComfyUI
+def comfy_check(args):
+    """Seed Tournament in an in-process ComfyUI (CPU; tiny random U-Net, or --checkpoint): model evaluations counted
+    against the cost model, finished seeds against a plain KSampler."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tests"))
+    import conftest  # noqa: F401  (the package alias diffusion_sentinel)
+    from _comfy import boot_comfy, conditioning, empty_latent, run_node, run_v3, tiny_model
+
+    boot_comfy(os.environ["COMFYUI_PATH"])
+    import torch
+    from diffusion_sentinel.nodes.artifact.tournament import parse_check_at, planned_cost
+    from diffusion_sentinel.nodes.artifact.tournament_node import SeedTournament
+
+    model = tiny_model(0)
+    pos, neg = conditioning(1), conditioning(2)
+    steps, n, k, check_at = args.comfy_steps, 8, 1, "0.1,0.3,0.5"
+    checks = parse_check_at(check_at, steps, n, k)
+    print(f"Seed Tournament in ComfyUI (tiny random SD1.5 U-Net, CPU, 8x8 latent): N={n} k={k} check_at={check_at} "
+          f"-> {[(c.step, c.keep) for c in checks]} of {steps} steps")
+    ok_all = True
+    for sampler in args.comfy_samplers.split(","):
+        out = run_v3(SeedTournament, model=model, seed=100, steps=steps, cfg=6.0, sampler_name=sampler,
+                     scheduler="normal", positive=pos, negative=neg, latent_image=empty_latent(1), denoise=1.0,
+                     candidates=n, keep=k, check_at=check_at, signal="cfg_asd")
+        rep = json.loads(out.args[7])
+        per_run = rep["model_evaluations_per_full_run"][0]
+        model_cost = planned_cost(n, checks, steps) if per_run == steps else \
+            sum(c["model_evals"] for c in rep["kept"] + rep["rejected"])
+        equal = []
+        for i, s in enumerate(out.args[1]):
+            ref = run_node("KSampler", model=model, seed=s, steps=steps, cfg=6.0, sampler_name=sampler,
+                           scheduler="normal", positive=pos, negative=neg, latent_image=empty_latent(1),
+                           denoise=1.0)[0]["samples"][0]
+            equal.append(bool(torch.equal(out.args[0]["samples"][i], ref)))
+        ok = rep["model_evaluations"] == model_cost and all(equal)
+        ok_all &= ok
+        print(f"COMFY sampler={sampler} evals={rep['model_evaluations']} cost_model={model_cost:g} "
+              f"all_to_the_end={rep['model_evaluations_all_to_the_end']} saved={rep['saved_ratio']:.3f} "
+              f"evals_per_run={per_run} noise={rep['per_step_noise']} bit_identical={all(equal)} "
+              f"{'OK' if ok else 'MISMATCH'}", flush=True)
+    print("COMFY all samplers: " + ("OK" if ok_all else "MISMATCH"))
+    return ok_all
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="labelled runs (the paper's CSV format)")
@@ -186,10 +274,20 @@ def main():
     ap.add_argument("--grouped", action="store_true", help="CV folds grouped by prompt")
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--default", default=None, help="the recommended N and schedule, e.g. 8@5:4,15:2,25:1")
+    ap.add_argument("--learning-curve", action="store_true", help="(b) accuracy/AUC against the number of labels")
+    ap.add_argument("--comfy", action="store_true", help="(c) a real ComfyUI run (needs COMFYUI_PATH)")
+    ap.add_argument("--comfy-steps", type=int, default=20)
+    ap.add_argument("--comfy-samplers", default="euler,ddim,dpmpp_2m,uni_pc,lms,heun,euler_ancestral,dpmpp_2s_ancestral,"
+                                               "dpmpp_sde,dpmpp_2m_sde,dpmpp_3m_sde,lcm")
     args = ap.parse_args()
+    if args.comfy:
+        sys.exit(0 if comfy_check(args) else 1)
     if not args.data:
         ap.error("--data is required")
     ds = read_dataset(args.data)
+    if args.learning_curve:
+        learning_curve(args, ds)
+        return
     rep, S = simulate(args, ds)
     if args.default:
         n, sch = args.default.split("@")

@@ -64,7 +64,7 @@ class SeedTournament(io.ComfyNode):
                                 tooltip="When to rank: a fraction of the steps (0.3) or a step (15). Several, "
                                         "comma-separated, halve the field at each check (never below keep) and the "
                                         "last leaves keep; 'K:n' sets the survivors (5:4,15:2,25:1). Default "
-                                        f"{DEFAULT_CHECK_AT}: 8 -> 4 -> 2 -> 1, 40 % of best-of-8's cost."),
+                                        f"{DEFAULT_CHECK_AT}: 8 -> 4 -> 2 -> 1, 31 % of best-of-8's cost."),
                 io.Combo.Input("signal", options=list(SIGNALS), default="cfg_asd", tooltip=signal_tooltip()),
                 classifier_input("classifier", "A prefix classifier (Train Artifact Classifier with prefix_steps > 0) "
                                                "for the 'classifier' and 'rank_average' signals; its share of the "
@@ -91,7 +91,7 @@ class SeedTournament(io.ComfyNode):
                                  tooltip="The rejected candidates' predicted images (x0) at the check where they "
                                          "lost (decode with a VAE to look at them)."),
                 io.Int.Output("rejected_seeds", display_name="rejected_seeds", is_output_list=True,
-                              tooltip="A list: the seeds of the rejected candidates (in rejected_x0's order)."),
+                              tooltip="A list (one value per rejected candidate, in rejected_x0's order): its seed."),
                 io.Image.Output("rejected_images", display_name="rejected_images",
                                 tooltip="rejected_x0 decoded (needs the vae input)."),
                 TrajectoryType.Output("TRAJECTORY", display_name="TRAJECTORY",

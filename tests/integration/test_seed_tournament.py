@@ -154,7 +154,6 @@ def test_scores_are_the_cfg_asd_of_the_plain_runs(tn, tiny):
 
 def test_cfg_signal_with_cfg_1_is_refused_before_sampling(tn, tiny):
     import comfy.utils
-
     from diffusion_sentinel.nodes.artifact.signals import SignalUnavailable
 
     calls = []
@@ -197,7 +196,6 @@ def test_progress_reaches_100_and_cancel_works(tn, tiny):
 # ------------------------------------------------------------------------------------------------ outputs
 def test_outputs_panel_and_previews_agree(tn, tiny, tiny_vae):
     from comfy_execution.graph_utils import ExecutionBlocker
-
     from diffusion_sentinel.nodes.trajectory.capture import latent_out
 
     out = tournament(tn, tiny, "euler", vae=tiny_vae)
