@@ -94,15 +94,41 @@ def candidate_schedules(n, ks, max_checks=3):
     return out
 
 
+def oof_distilled(X, y, folds_list, k, seed):
+    """Prefix P from a model of the *full classifier's* judgement: within each training fold, the full recipe's
+    inner out-of-fold logits are regressed (ridge, standardised log distances of the first k values) and the held-out
+    prefixes get sigmoid(prediction). Aligns the early ranking with the final pick (lowest full P)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from classifiers.features import log_distance
+
+    U = log_distance(X)
+    p = np.zeros(len(y))
+    for tr, te in folds_list:
+        inner = np.zeros(len(tr))
+        for a, b in StratifiedKFold(5, shuffle=True, random_state=seed).split(tr, y[tr]):
+            inner[b] = make_model("default").fit(X[tr[a]], y[tr[a]]).predict_proba(X[tr[b]])[:, 1]
+        inner = np.clip(inner, 1e-6, 1 - 1e-6)
+        reg = make_pipeline(StandardScaler(), Ridge(alpha=100.0)).fit(U[tr][:, :k], np.log(inner / (1 - inner)))
+        p[te] = 1.0 / (1.0 + np.exp(-reg.predict(U[te][:, :k])))
+    return p
+
+
 class Pool:
     """Held-out probabilities of one CV seed, and the draws played on them."""
 
-    def __init__(self, ds, seed, ks, folds, grouped, draws, n_max):
+    def __init__(self, ds, seed, ks, folds, grouped, draws, n_max, prefix="labels"):
         f = list(splits(ds.y, np.asarray(ds.groups), seed, folds, grouped))
         self.y = ds.y
         self.steps = ds.length
         self.p_full = oof(ds.X, ds.y, f)
-        self.p_prefix = {k: oof(ds.X[:, :k], ds.y, f) for k in ks}
+        if prefix == "distill":
+            self.p_prefix = {k: oof_distilled(ds.X, ds.y, f, k, seed) for k in ks}
+        else:
+            self.p_prefix = {k: oof(ds.X[:, :k], ds.y, f) for k in ks}
         rng = np.random.default_rng(10_000 + seed)
         self.draws = rng.integers(0, len(ds.y), size=(draws, n_max))
         self.rates = best_of_n_rates(self.p_full, ds.y == 1, self.draws)
@@ -124,9 +150,11 @@ def simulate(args, ds):
     n_max = args.n_max
     t0 = time.perf_counter()
     print(f"data: {ds.summary()}; {args.draws} draws per cell; CV {'grouped by prompt' if args.grouped else 'stratified'}"
-          f" {args.folds}-fold; selection seeds {args.select_seeds}, report seeds {args.seeds}", flush=True)
-    sel = [Pool(ds, s, ks, args.folds, args.grouped, args.draws, n_max) for s in _seeds(args.select_seeds)]
-    rep = [Pool(ds, s, ks, args.folds, args.grouped, args.draws, n_max) for s in _seeds(args.seeds)]
+          f" {args.folds}-fold; prefix model: {args.prefix}; selection seeds {args.select_seeds}, report seeds "
+          f"{args.seeds}", flush=True)
+    sel = [Pool(ds, s, ks, args.folds, args.grouped, args.draws, n_max, args.prefix)
+           for s in _seeds(args.select_seeds)]
+    rep = [Pool(ds, s, ks, args.folds, args.grouped, args.draws, n_max, args.prefix) for s in _seeds(args.seeds)]
     S = ds.length
     print("best-of-N artifact rate r(N) (median over report seeds): " + " ".join(
         f"{n}:{np.median([p.rates[n - 1] for p in rep]):.3f}" for n in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if n <= n_max))
@@ -274,6 +302,8 @@ def main():
     ap.add_argument("--grouped", action="store_true", help="CV folds grouped by prompt")
     ap.add_argument("--top", type=int, default=5)
     ap.add_argument("--default", default=None, help="the recommended N and schedule, e.g. 8@5:4,15:2,25:1")
+    ap.add_argument("--prefix", choices=("labels", "distill"), default="labels",
+                    help="prefix model: the default recipe on the labels, or distilled from the full classifier")
     ap.add_argument("--learning-curve", action="store_true", help="(b) accuracy/AUC against the number of labels")
     ap.add_argument("--comfy", action="store_true", help="(c) a real ComfyUI run (needs COMFYUI_PATH)")
     ap.add_argument("--comfy-steps", type=int, default=20)
