@@ -182,6 +182,44 @@ def simulate(args, ds):
     return rep, S
 
 
+class _Subset:
+    """The runs of some prompts (what Pool reads of a Dataset)."""
+
+    def __init__(self, ds, idx):
+        self.X, self.y = ds.X[idx], ds.y[idx]
+        self.groups = [ds.groups[i] for i in idx]
+        self.length = ds.length
+
+
+def split_half(args, ds):
+    """Selection optimism: choose the best N=8 schedule on the runs of half of the prompts (OOF within that half),
+    then play it on the other half (OOF within it), next to fixed schedules chosen beforehand. Repeated over
+    random halvings; the difference between the chosen schedule's saving on its own half and on the other half is
+    what selecting among many schedules adds."""
+    ks = [int(v) for v in args.checks.split(",")]
+    n = 8
+    fixed = [parse_schedule(t) for t in args.fixed.split(";")] if args.fixed else []
+    prompts = sorted(set(ds.groups))
+    print(f"split-half check: N={n}; {len(prompts)} prompts halved {args.split_half} times; selection on one half "
+          f"(CV seeds {args.select_seeds}), evaluation on the other (CV seeds {args.seeds})", flush=True)
+    for r in range(args.split_half):
+        rng = np.random.default_rng(500 + r)
+        half = set(rng.permutation(prompts)[: len(prompts) // 2].tolist())
+        a = np.array([i for i, g in enumerate(ds.groups) if g in half])
+        b = np.array([i for i, g in enumerate(ds.groups) if g not in half])
+        sa, sb = _Subset(ds, a), _Subset(ds, b)
+        pa = [Pool(sa, s, ks, args.folds, args.grouped, args.draws, args.n_max, args.prefix)
+              for s in _seeds(args.select_seeds)]
+        pb = [Pool(sb, s, ks, args.folds, args.grouped, args.draws, args.n_max, args.prefix)
+              for s in _seeds(args.seeds)]
+        best = max(candidate_schedules(n, ks, args.max_checks), key=lambda sch: np.median([p.play(n, sch)[3] for p in pa]))
+        on_a = np.median([p.play(n, best)[3] for p in pa])
+        on_b = np.median([p.play(n, best)[3] for p in pb])
+        fx = "  ".join(f"{schedule_text(f)}: {np.median([p.play(n, f)[3] for p in pb]):.3f}" for f in fixed)
+        print(f"  halving {r}: chosen {schedule_text(best):<16} saved on its half {on_a:.3f}, on the other half "
+              f"{on_b:.3f}; fixed on the other half: {fx}", flush=True)
+
+
 def _seeds(text):
     a, b = (int(v) for v in text.split(".."))
     return list(range(a, b + 1))
@@ -304,6 +342,8 @@ def main():
     ap.add_argument("--default", default=None, help="the recommended N and schedule, e.g. 8@5:4,15:2,25:1")
     ap.add_argument("--prefix", choices=("labels", "distill"), default="labels",
                     help="prefix model: the default recipe on the labels, or distilled from the full classifier")
+    ap.add_argument("--split-half", type=int, default=0, help="selection-optimism check over this many halvings")
+    ap.add_argument("--fixed", default="", help="schedules to play on the other half, e.g. '3:4,15:2,20:1;5:4,15:2,25:1'")
     ap.add_argument("--learning-curve", action="store_true", help="(b) accuracy/AUC against the number of labels")
     ap.add_argument("--comfy", action="store_true", help="(c) a real ComfyUI run (needs COMFYUI_PATH)")
     ap.add_argument("--comfy-steps", type=int, default=20)
@@ -317,6 +357,9 @@ def main():
     ds = read_dataset(args.data)
     if args.learning_curve:
         learning_curve(args, ds)
+        return
+    if args.split_half:
+        split_half(args, ds)
         return
     rep, S = simulate(args, ds)
     if args.default:
