@@ -291,10 +291,12 @@ def comfy_check(args):
     from _comfy import boot_comfy, conditioning, empty_latent, run_node, run_v3, tiny_model
 
     boot_comfy(os.environ["COMFYUI_PATH"])
+    import comfy.utils
     import torch
     from diffusion_sentinel.nodes.artifact.tournament import parse_check_at, planned_cost
     from diffusion_sentinel.nodes.artifact.tournament_node import SeedTournament
 
+    comfy.utils.PROGRESS_BAR_ENABLED = False  # no tqdm bars in the report
     model = tiny_model(0)
     pos, neg = conditioning(1), conditioning(2)
     steps, n, k, check_at = args.comfy_steps, 8, 1, "0.1,0.3,0.5"
