@@ -164,7 +164,7 @@ def simulate(args, ds):
         f"K={k}:{np.median([roc_auc(ds.y, p.p_prefix[k]) for p in rep]):.3f}" for k in ks)
         + f" full:{np.median([roc_auc(ds.y, p.p_full) for p in rep]):.3f}")
     best = {}
-    for n in [int(v) for v in args.ns.split(",")]:
+    for n in [int(v) for v in args.ns.split(",") if v.strip()]:
         scores = []
         for sch in candidate_schedules(n, ks, args.max_checks):
             saved = [p.play(n, sch)[3] for p in sel]
@@ -225,13 +225,15 @@ def _seeds(text):
     return list(range(a, b + 1))
 
 
-def report_default(rep, S, n, schedule):
+def report_default(rep, S, n, schedule, result_line=True):
     res = [p.play(n, schedule) for p in rep]
     rate, ns, sv = (summarize([r[i] for r in res]) for i in (0, 2, 3))
     cost = res[0][1]
     print(f"default N={n} schedule {schedule_text(schedule)}: cost {cost} of {n * S} steps; artifact rate {rate[0]:.4f} "
           f"[{rate[1]:.4f}..{rate[2]:.4f}]; best-of-N equivalent {ns[0]:.2f} [{ns[1]:.2f}..{ns[2]:.2f}]; saved at equal "
           f"rate {sv[0]:.3f} [{sv[1]:.3f}..{sv[2]:.3f}] (median [min..max] over {len(rep)} CV seeds)")
+    if not result_line:
+        return
     k = schedule[-1][1]
     extra = f" schedule={schedule_text(schedule)}" if len(schedule) > 1 else ""
     print(f"RESULT saved_at_equal_rate={sv[0]:.3f} n={n} k={k} check_at={schedule[-1][0]}/{S} artifact_rate={rate[0]:.4f} "
@@ -331,7 +333,7 @@ def comfy_check(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="labelled runs (the paper's CSV format)")
-    ap.add_argument("--ns", default="4,6,8", help="numbers of candidates N to search")
+    ap.add_argument("--ns", default="4,6,8", help="numbers of candidates N to search ('' = no search)")
     ap.add_argument("--checks", default="3,5,8,10,12,15,20,25,30", help="check steps K to consider")
     ap.add_argument("--max-checks", type=int, default=3)
     ap.add_argument("--n-max", type=int, default=32, help="largest best-of-N in the reference curve")
@@ -341,7 +343,11 @@ def main():
     ap.add_argument("--seeds", default="100..109")
     ap.add_argument("--grouped", action="store_true", help="CV folds grouped by prompt")
     ap.add_argument("--top", type=int, default=5)
-    ap.add_argument("--default", default=None, help="the recommended N and schedule, e.g. 8@5:4,15:2,25:1")
+    ap.add_argument("--default", default="8@5:4,15:2,25:1",
+                    help="the recommended N and schedule (the node's default: 8 candidates, checks at 10/30/50 %% of "
+                         "the steps); its RESULT line is printed last")
+    ap.add_argument("--also", default="8@15:2;8@15:1;8@3:4,15:2,20:1;4@5:2,15:1;6@5:3,15:2,25:1",
+                    help="other configurations to report (';'-separated N@schedule), before the default")
     ap.add_argument("--prefix", choices=("labels", "distill"), default="labels",
                     help="prefix model: the default recipe on the labels, or distilled from the full classifier")
     ap.add_argument("--split-half", type=int, default=0, help="selection-optimism check over this many halvings")
@@ -364,6 +370,10 @@ def main():
         split_half(args, ds)
         return
     rep, S = simulate(args, ds)
+    if args.also:
+        for item in args.also.split(";"):
+            n, sch = item.split("@")
+            report_default(rep, S, int(n), parse_schedule(sch), result_line=False)
     if args.default:
         n, sch = args.default.split("@")
         report_default(rep, S, int(n), parse_schedule(sch))
