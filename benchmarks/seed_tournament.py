@@ -229,7 +229,7 @@ def report_default(rep, S, n, schedule, result_line=True):
     res = [p.play(n, schedule) for p in rep]
     rate, ns, sv = (summarize([r[i] for r in res]) for i in (0, 2, 3))
     cost = res[0][1]
-    print(f"default N={n} schedule {schedule_text(schedule)}: cost {cost} of {n * S} steps; artifact rate {rate[0]:.4f} "
+    print(f"{'default' if result_line else 'also   '} N={n} schedule {schedule_text(schedule)}: cost {cost} of {n * S} steps; artifact rate {rate[0]:.4f} "
           f"[{rate[1]:.4f}..{rate[2]:.4f}]; best-of-N equivalent {ns[0]:.2f} [{ns[1]:.2f}..{ns[2]:.2f}]; saved at equal "
           f"rate {sv[0]:.3f} [{sv[1]:.3f}..{sv[2]:.3f}] (median [min..max] over {len(rep)} CV seeds)")
     if not result_line:
