@@ -24,10 +24,12 @@ What is exact:
   plain run with that candidate's seed builds (ComfyUI's ``default_noise_sampler`` / ``BrownianTreeNoiseSampler``
   with the seed, the plain run's shape and the schedule's sigma range), so euler_ancestral, dpmpp_2s_ancestral,
   dpmpp_sde, dpmpp_2m_sde, dpmpp_3m_sde, er_sde, sa_solver, lcm, ddpm, ... are exact too.
-- Not exact: dpm_adaptive (its step size is chosen from an error norm over the whole batch), ddim with an
+- Equal up to float rounding only: sa_solver / sa_solver_pece (their tensordot over the batch), ddim with an
   inpainting mask (ComfyUI draws its inpainting noise for the whole batch), models whose conditioning uses the seed
   (noise augmentation of unCLIP / SD x4 upscaler), and a LATENT of several items (each item is exact against a
   plain batch-1 run with that item's noise, not against the batched run). The report says which applies.
+- Refused: dpm_fast and dpm_adaptive take their own steps (their callbacks do not follow the schedule), so there is
+  no check step to place.
 
 Model evaluations are counted per image (one per candidate per model evaluation; cond + uncond count once).
 """
@@ -69,10 +71,14 @@ WRAPPER_KEY = "diffusion_sentinel.tournament"
 
 BROWNIAN_CPU = {"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"}
 BROWNIAN_GPU = {n + "_gpu" for n in BROWNIAN_CPU}
-NOT_EXACT = {
-    "dpm_adaptive": "dpm_adaptive picks its step sizes from an error norm over the whole batch, so a candidate's "
-                    "steps depend on the other candidates: finished seeds are close to, not equal to, a plain run",
+# Samplers whose callbacks do not follow the schedule (they take their own steps), so no check step can be placed.
+UNSUPPORTED = ("dpm_fast", "dpm_adaptive")
+# Samplers whose own arithmetic mixes the batch rows' float rounding (a tensordot over the batch): equal up to ~1e-6.
+ROUNDING = {
+    "sa_solver": "sa_solver combines its history with a tensordot over the whole batch, whose float rounding depends "
+                 "on the batch size: finished seeds equal a plain KSampler up to ~1e-6 (relative), not bit for bit",
 }
+ROUNDING["sa_solver_pece"] = ROUNDING["sa_solver"].replace("sa_solver ", "sa_solver_pece ", 1)
 
 
 def calc_cond_batch_type() -> str:
@@ -306,6 +312,10 @@ def seed_tournament(model, seed: int, steps: int, cfg: float, sampler_name: str,
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
     info = SIGNALS[signal]
+    if sampler_name in UNSUPPORTED:
+        raise ValueError(f"Seed Tournament cannot check {sampler_name}: it takes its own steps (its callbacks do not "
+                         "follow the schedule), so there is no step K to rank the candidates at. Pick another sampler "
+                         "(euler, dpmpp_2m, uni_pc, ... are exact)")
     if info.needs_cfg and math.isclose(float(cfg), 1.0):
         raise SignalUnavailable(CFG1_MESSAGE + f" (signal {signal!r} with cfg {cfg:g})")
     if info.needs_classifier and (judge is None or judge.model is None):
@@ -438,9 +448,10 @@ def seed_tournament(model, seed: int, steps: int, cfg: float, sampler_name: str,
             notes.append(f"{field_.foreign_calls} model call(s) with another batch shape were evaluated in full "
                          "(a context window or a model patch): they were not saved")
 
-    exact = not batch_candidates and sampler_name not in NOT_EXACT and batch == 1
-    if sampler_name in NOT_EXACT:
-        notes.append(NOT_EXACT[sampler_name])
+    exact = (not batch_candidates and sampler_name not in ROUNDING and batch == 1
+             and not (sampler_name == "ddim" and mask is not None))
+    if sampler_name in ROUNDING:
+        notes.append(ROUNDING[sampler_name])
     if batch > 1:
         notes.append(f"{batch} latents: one tournament each; a finished candidate equals a plain batch-1 KSampler run "
                      "from that item's noise (row i of the LATENT's noise at seed + j), up to the float rounding of "
