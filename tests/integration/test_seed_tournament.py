@@ -274,6 +274,9 @@ def test_classifier_signal_errors_name_the_fix(tn, tiny, models_dir):
         tournament(tn, tiny, signal="classifier", classifier=name, check_at="2,5")
     with pytest.raises(ValueError, match="keep must be between 1 and candidates - 1"):
         tournament(tn, tiny, candidates=3, keep=3)
+    for sampler in ("dpm_fast", "dpm_adaptive"):
+        with pytest.raises(ValueError, match="takes its own steps"):
+            tournament(tn, tiny, sampler)
 
 
 # ------------------------------------------------------------------------------------------------ auto-reject signal
