@@ -9,7 +9,9 @@ from .model_store import classifier_options
 from .predict_nodes import ArtifactPredict, FilterBatchByArtifact
 from .tournament_node import SeedTournament
 
-NODES = [ArtifactPredict, FilterBatchByArtifact, SaveLabelledTrajectory, TrainArtifactClassifier, KSamplerAutoReject,
-         SeedTournament]
-__all__ = ["NODES", "ArtifactPredict", "FilterBatchByArtifact", "KSamplerAutoReject", "SaveLabelledTrajectory", "SeedTournament",
+NODES = [ArtifactPredict, FilterBatchByArtifact, SaveLabelledTrajectory, TrainArtifactClassifier, KSamplerAutoReject]
+__all__ = ["NODES", "ArtifactPredict", "FilterBatchByArtifact", "KSamplerAutoReject", "SaveLabelledTrajectory",
            "TrainArtifactClassifier", "classifier_options"]
+
+NODES.append(SeedTournament)
+__all__.append("SeedTournament")
