@@ -85,3 +85,68 @@ def simulate_auto_reject(p_full: np.ndarray, p_prefix: np.ndarray, is_artifact: 
     return SimulationResult(runs, float(cost_p.mean()), float(cost_e.mean()), float(art[got_p].mean()),
                             float(art[got_e].mean()), float(art[draws[:, 0]].mean()), float(tries_p.mean()),
                             float(tries_e.mean()), stopped / float(tries_e.sum()))
+
+
+# ================================================================================================ seed tournament
+# Best-of-N against a seed tournament, on labelled runs with held-out probabilities (benchmarks/seed_tournament.py).
+# A draw is N indices into the pool (with replacement). Costs are in sampler steps (one model evaluation per step).
+#
+# - best-of-N: every run goes to the end; keep the lowest full P. Cost N * S.
+# - tournament(N, schedule): at each check (K_j, n_j) rank the survivors by their prefix P at K_j and keep the n_j
+#   lowest (ties: the earlier candidate); the last n_m survivors run to the end; keep the lowest full P among them.
+#   Cost sum_j n_{j-1} (K_j - K_{j-1}) + n_m (S - K_m), with n_0 = N and K_0 = 0 (N K + k (S - K) for one check).
+
+
+def tournament_cost(n: int, schedule, steps: int) -> int:
+    """Model evaluations of one tournament (one per step): ``schedule`` = [(K_1, n_1), ..., (K_m, n_m)]."""
+    alive, prev, cost = int(n), 0, 0
+    for k, keep in schedule:
+        if not (prev < int(k) < int(steps)):
+            raise ValueError(f"check steps must increase strictly inside 1..{steps - 1}, got {list(schedule)}")
+        if not (1 <= int(keep) <= alive):
+            raise ValueError(f"each check keeps 1..(survivors so far) candidates, got {list(schedule)} for N={n}")
+        cost += alive * (int(k) - prev)
+        alive, prev = int(keep), int(k)
+    return cost + alive * (int(steps) - prev)
+
+
+def _pick_lowest(d: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per row of candidate indices ``d`` [R, n], the candidate with the lowest p (ties: the earlier one)."""
+    return d[np.arange(d.shape[0]), np.argmin(p[d], axis=1)]
+
+
+def best_of_n_rates(p_full: np.ndarray, is_artifact: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """r(N) for N = 1..draws.shape[1]: the artifact rate of the lowest-P run among the first N of every draw."""
+    p = np.asarray(p_full, dtype=np.float64)
+    art = np.asarray(is_artifact).astype(bool)
+    return np.array([art[_pick_lowest(draws[:, :n], p)].mean() for n in range(1, draws.shape[1] + 1)])
+
+
+def tournament_rate(p_full: np.ndarray, p_prefix: dict, is_artifact: np.ndarray, n: int, schedule,
+                    draws: np.ndarray) -> float:
+    """Artifact rate of tournament(n, schedule) on the first n candidates of every draw. ``p_prefix[K]``: the
+    prefix P of every pooled run at check step K."""
+    art = np.asarray(is_artifact).astype(bool)
+    d = draws[:, :n]
+    for k, keep in schedule:
+        order = np.argsort(np.asarray(p_prefix[int(k)], dtype=np.float64)[d], axis=1, kind="stable")[:, :int(keep)]
+        d = np.take_along_axis(d, np.sort(order, axis=1), axis=1)  # keep the survivors in candidate order
+    return float(art[_pick_lowest(d, np.asarray(p_full, dtype=np.float64))].mean())
+
+
+def equivalent_n(rates: np.ndarray, rate: float) -> float:
+    """N* = the smallest best-of-N whose artifact rate is no higher than ``rate``, interpolated linearly between
+    N - 1 and N (``rates[i]`` = r(i + 1)). 1 if one run already does as well; inf beyond the largest N given."""
+    r = np.asarray(rates, dtype=np.float64)
+    if r[0] <= rate:
+        return 1.0
+    for i in range(1, r.shape[0]):
+        if r[i] <= rate:
+            a, b = r[i - 1], r[i]
+            return float(i + (a - rate) / (a - b))  # N - 1 = i, N = i + 1
+    return float("inf")
+
+
+def saved_at_equal_rate(cost: float, n_star: float, steps: int) -> float:
+    """1 - cost / (N* S): the share of best-of-N*'s model evaluations a tournament of equal artifact rate saves."""
+    return 1.0 - float(cost) / (float(n_star) * float(steps))

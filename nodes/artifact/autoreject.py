@@ -9,6 +9,10 @@ Early rejection: a prefix classifier (trained on the first K of F similarity val
 share of the steps; when every item of the sub-batch is judged doomed (P >= early threshold) the capture's step
 listener raises StopSampling and ComfyUI ends that sampling call normally. The last try is never stopped early, so
 every item ends with a complete image. Model evaluations are counted by the trajectory recorder.
+
+Early rejection by a ranking signal (``signal`` cfg_asd or rank_average, :class:`RelativeEarlyCheck`): at the check
+step a re-try is stopped when CFG-Rejection's score (and the prefix classifier, for rank_average) ranks every item
+of it below that item's best complete try so far. Acceptance (P < tau) is always the classifier's.
 """
 
 from __future__ import annotations
@@ -83,6 +87,47 @@ class EarlyCheck:
 
 
 @dataclass
+class RelativeEarlyCheck:
+    """Early rejection by a ranking signal (cfg_asd, or rank_average of cfg_asd and a prefix classifier): at step
+    ``step`` a re-try is stopped when, for every item it re-samples, the signal ranks it below that item's best
+    complete try so far (a try that has already failed tau). cfg_asd has no absolute scale (the paper thresholds
+    by quantile per prompt), so it is only ever compared with the item's own earlier tries; the first try of an
+    item is never stopped this way. rank_average: the mean of the two ranks of (this try, the reference try);
+    stopped only when it is strictly worse, i.e. when both signals put it below."""
+
+    signal: str
+    step: int
+    judge: Judge | None = None
+
+    def values(self, snap: Trajectory, steps: int) -> list[dict]:
+        from .signals import CFG1_MESSAGE, SignalUnavailable, accumulated_score_difference, cfg_score_differences
+
+        if snap.x0_cond is None or snap.x0_uncond is None:
+            raise SignalUnavailable(CFG1_MESSAGE)
+        asd = accumulated_score_difference(cfg_score_differences(snap.x0_cond, snap.x0_uncond, snap.sigmas))
+        out = [{"cfg_asd": float(v)} for v in asd]
+        if self.signal == "rank_average":
+            sc = self.judge.score(snap, run_length=self.judge.series_length(steps))
+            for d, p in zip(out, sc.p):
+                d["p_artifact"] = float(p)
+        return out
+
+    def worse(self, new: dict, ref: dict | None) -> bool:
+        """True when ``new`` ranks strictly below ``ref`` (the item's best complete try)."""
+        import math
+
+        from .signals import HIGHER, LOWER, rank_average
+
+        if ref is None:
+            return False
+        if self.signal == "cfg_asd":
+            a, b = new["cfg_asd"], ref["cfg_asd"]
+            return (not math.isfinite(a)) or (math.isfinite(b) and a < b)
+        r = rank_average(([new["cfg_asd"], ref["cfg_asd"]], HIGHER), ([new["p_artifact"], ref["p_artifact"]], LOWER))
+        return bool(r[0] > r[1])
+
+
+@dataclass
 class TryRecord:
     index: int
     seed: int
@@ -91,6 +136,7 @@ class TryRecord:
     complete: bool
     stopped_early_at: int | None = None
     p_early: list[float] | None = None
+    early_values: list[dict] | None = None
     model_evals: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -163,7 +209,7 @@ def _preview_fn(model):
 
 def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str, positive, negative,
                 latent: dict, judge: Judge, threshold: float, max_tries: int, denoise: float = 1.0,
-                early: EarlyCheck | None = None) -> AutoRejectResult:
+                early: EarlyCheck | RelativeEarlyCheck | None = None) -> AutoRejectResult:
     """The sampling loop of KSampler (Auto-Reject); see the module docstring."""
     if max_tries < 1:
         raise ValueError("max_tries must be >= 1")
@@ -171,13 +217,18 @@ def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, sch
     batch = int(samples_in.shape[0])
     progress = Progress(max_tries * steps)
     preview = _preview_fn(model)
-    opts = CaptureOptions(every_k=1, keep_x=False)
+    relative = isinstance(early, RelativeEarlyCheck)
+    opts = CaptureOptions(every_k=1, keep_x=False, keep_cond_uncond=relative)
     best: list[dict | None] = [None] * batch
+    ref: list[dict | None] = [None] * batch  # relative early check: the signal of every item's best complete try
     pending = list(range(batch))
     tries: list[TryRecord] = []
     full_evals: int | None = None
     image_evals = image_evals_plain = 0
-    k_step = early.check_step(steps) if early is not None else None
+    if relative:
+        k_step = early.step
+    else:
+        k_step = early.check_step(steps) if early is not None else None
 
     for t in range(max_tries):
         if not pending:
@@ -186,7 +237,18 @@ def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, sch
         seed_t = int(seed) + t
         state: dict[str, Any] = {}
         listener = None
-        if early is not None and t < max_tries - 1 and k_step is not None and k_step < steps:
+        if relative and k_step is not None and k_step < steps:
+            def listener(rec, idx, _items=items, _state=state, _t=t):
+                if idx + 1 != k_step:
+                    return
+                vals = early.values(rec.snapshot(), steps)
+                _state["early_values"] = vals
+                if _t == max_tries - 1:  # the last try always completes
+                    return
+                if all(early.worse(v, ref[item]) for v, item in zip(vals, _items)):
+                    raise StopSampling(f"{early.signal}: every item ranks below its best complete try after "
+                                       f"{k_step} of {steps} steps")
+        elif early is not None and t < max_tries - 1 and k_step is not None and k_step < steps:
             def listener(rec, idx, _items=items, _state=state):
                 if idx + 1 != k_step:
                     return
@@ -219,7 +281,8 @@ def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, sch
         evals = int(traj.meta.get("model_evals_total", 0))
         stopped = traj.meta.get("stopped_early_at")
         rec = TryRecord(t, seed_t, items, [], complete=stopped is None, stopped_early_at=stopped,
-                        p_early=state.get("p_early"), model_evals=evals, notes=list(state.get("notes", [])))
+                        p_early=state.get("p_early"), early_values=state.get("early_values"), model_evals=evals,
+                        notes=list(state.get("notes", [])))
         if stopped is None:
             full_evals = evals
             scores = judge.score(traj)
@@ -230,9 +293,11 @@ def auto_reject(model, seed: int, steps: int, cfg: float, sampler_name: str, sch
                         "traj": traj.select([j])}
                 if best[item] is None or cand["p"] < best[item]["p"]:
                     best[item] = cand
+                    if rec.early_values is not None:
+                        ref[item] = rec.early_values[j]
             plain = evals
         else:
-            rec.p = list(state.get("p_early") or [])
+            rec.p = list(state.get("p_early") or [float("nan")] * len(items))  # a ranking signal has no P
             plain = full_evals if full_evals is not None else int(round(evals * steps / (stopped + 1)))
             log.info("KSampler (Auto-Reject): try %d (seed %d) stopped early after step %d: P_early %s", t, seed_t,
                      stopped + 1, [round(p, 3) for p in rec.p])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import comfy.samplers
 from comfy_api.latest import io
@@ -11,7 +12,7 @@ from comfy_execution.graph_utils import ExecutionBlocker
 from ..common.comfy_types import Trajectory as TrajectoryType
 from ..common.ui import result_ui
 from ..trajectory.similarity import METRICS
-from .autoreject import EarlyCheck, Judge, auto_reject
+from .autoreject import EarlyCheck, Judge, RelativeEarlyCheck, auto_reject
 from .common_inputs import (
     CATEGORY,
     DEFAULT_RULE_METRIC,
@@ -23,6 +24,17 @@ from .common_inputs import (
 )
 from .model_store import NONE, load_classifier
 from .panels import autoreject_panel
+from .signals import CFG1_MESSAGE, SIGNALS, SignalUnavailable
+from .tournament import single_check_step
+from .tournament_run import first_check_step
+
+EARLY_SIGNALS = ("classifier", "cfg_asd", "rank_average")
+EARLY_SIGNAL_TIP = (
+    "What stops a try early. classifier (default, as before): the early_classifier, a prefix classifier, stops a try "
+    "when P(artifact) >= early_threshold for every item. cfg_asd: CFG-Rejection's score (" + SIGNALS["cfg_asd"].source
+    + "; higher is better; free, needs cfg > 1) after check_at stops a re-try when it ranks every item below that "
+    "item's best complete try so far. rank_average: the mean rank of cfg_asd and the early_classifier's P; stops a "
+    "re-try only when both put it below. Accepting an image (P < tau) is always the classifier's job.")
 
 
 class KSamplerAutoReject(io.ComfyNode):
@@ -67,6 +79,12 @@ class KSamplerAutoReject(io.ComfyNode):
                                tooltip=DMAX_TIP),
                 io.Combo.Input("rule_metric", options=list(METRICS), default=DEFAULT_RULE_METRIC, optional=True,
                                tooltip=RULE_METRIC_TIP),
+                io.Combo.Input("signal", options=list(EARLY_SIGNALS), default="classifier", optional=True,
+                               tooltip=EARLY_SIGNAL_TIP),
+                io.String.Input("check_at", default="0.3", optional=True,
+                                tooltip="For signal cfg_asd / rank_average: the step of the early check, a fraction "
+                                        "of the steps (0.3) or a step (15). With signal 'classifier' the "
+                                        "early_classifier's own share of the run decides."),
             ],
             outputs=[
                 io.Latent.Output("LATENT", display_name="LATENT", tooltip="Every item's best try."),
@@ -94,13 +112,32 @@ class KSamplerAutoReject(io.ComfyNode):
     @classmethod
     def execute(cls, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                 classifier, tau, max_tries, vae=None, early_classifier=NONE, early_threshold=0.5,
-                dmax_threshold=0.0, rule_metric=DEFAULT_RULE_METRIC) -> io.NodeOutput:
+                dmax_threshold=0.0, rule_metric=DEFAULT_RULE_METRIC, signal="classifier",
+                check_at="0.3") -> io.NodeOutput:
         clf = load_classifier(classifier)
         early_model = load_classifier(early_classifier)
         judge = Judge.for_model(clf, rule_metric, tau, dmax_threshold, vae)
         needs = [(f"the classifier {classifier}" if clf else "rule_metric", judge.metric)]
         early = None
-        if early_model is not None:
+        if signal not in EARLY_SIGNALS:
+            raise ValueError(f"KSampler (Auto-Reject): unknown signal {signal!r}; choose one of "
+                             f"{', '.join(EARLY_SIGNALS)}")
+        if signal in ("cfg_asd", "rank_average"):
+            if math.isclose(float(cfg), 1.0):
+                raise SignalUnavailable("KSampler (Auto-Reject): " + CFG1_MESSAGE)
+            early_judge = None
+            if signal == "rank_average":
+                if early_model is None or not early_model.trained_for.is_prefix:
+                    raise ValueError("KSampler (Auto-Reject): signal rank_average needs a prefix classifier in "
+                                     "early_classifier (Train Artifact Classifier with prefix_steps > 0), or use "
+                                     "signal cfg_asd, which needs none")
+                early_judge = Judge.for_model(early_model, threshold=early_threshold, vae=vae)
+                needs.append((f"the early classifier {early_classifier}", early_judge.metric))
+            k = single_check_step(check_at, steps)
+            if early_judge is not None:
+                k = max(k, first_check_step(early_judge, steps))
+            early = RelativeEarlyCheck(signal, k, early_judge)
+        elif early_model is not None:
             early = EarlyCheck(Judge.for_model(early_model, threshold=early_threshold, vae=vae), early_threshold)
             needs.append((f"the early classifier {early_classifier}", early.judge.metric))
         check_metrics("KSampler (Auto-Reject)", needs, vae)  # everything missing, named at once, before sampling

@@ -1,5 +1,5 @@
 """Artifact nodes: Artifact Predict, Filter Batch by Artifact, Save Labelled Trajectory, Train Artifact Classifier,
-KSampler (Auto-Reject). One module per job (predict_nodes, dataset_nodes, autoreject_node); this one lists them."""
+KSampler (Auto-Reject), Seed Tournament. One module per job (predict_nodes, dataset_nodes, autoreject_node); this one lists them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from .autoreject_node import KSamplerAutoReject
 from .dataset_nodes import SaveLabelledTrajectory, TrainArtifactClassifier
 from .model_store import classifier_options
 from .predict_nodes import ArtifactPredict, FilterBatchByArtifact
+from .tournament_node import SeedTournament
 
 NODES = [ArtifactPredict, FilterBatchByArtifact, SaveLabelledTrajectory, TrainArtifactClassifier, KSamplerAutoReject]
 __all__ = ["NODES", "ArtifactPredict", "FilterBatchByArtifact", "KSamplerAutoReject", "SaveLabelledTrajectory",
            "TrainArtifactClassifier", "classifier_options"]
+
+NODES.append(SeedTournament)
+__all__.append("SeedTournament")
