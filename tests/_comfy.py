@@ -26,9 +26,8 @@ def boot_comfy(path: str | None = None):
     if bad is not None and not str(getattr(bad, "__file__", "")).startswith(path):
         raise RuntimeError(f"a module named 'nodes' was imported from {bad.__file__} before ComfyUI's")
     os.chdir(path)
-    from comfy.cli_args import args
-
     import _device
+    from comfy.cli_args import args
 
     args.cpu = not _device.ON_CUDA  # before comfy.model_management is imported (SENTINEL_TEST_DEVICE)
     import utils.extra_config  # noqa: F401  (before `nodes`, which shadows `utils` with comfy/utils.py)
