@@ -50,8 +50,10 @@ def find_checkpoint(name: str) -> str | None:
 
 
 class ComfyServer:
-    def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None):
+    def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None,
+                 extra_args: list[str] | None = None):
         self.comfy_path = comfy_path
+        self.extra_args = list(extra_args or [])  # e.g. ["--front-end-root", DIR] for another frontend
         self.base = Path(base_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,6 +75,7 @@ class ComfyServer:
             cmd.append("--cpu")  # SENTINEL_TEST_DEVICE=cuda runs the server on the GPU
         if self.extra_yaml:
             cmd += ["--extra-model-paths-config", self.extra_yaml]
+        cmd += self.extra_args
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_path, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
