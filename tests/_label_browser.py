@@ -116,7 +116,8 @@ class Browser:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return json.loads(r.read().decode())["value"]
         except urllib.error.HTTPError as e:
-            raise WebDriverError(f"WebDriver {method} {path}: HTTP {e.code}: {e.read().decode(errors='replace')[:800]}")
+            body = e.read().decode(errors="replace")[:800]
+            raise WebDriverError(f"WebDriver {method} {path}: HTTP {e.code}: {body}") from None
 
     def js(self, script: str, *args):
         return self._call("POST", "/execute/sync", {"script": script, "args": list(args)})

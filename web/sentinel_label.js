@@ -190,9 +190,10 @@ class LabelWidget {
         timeout: "Timed out: nothing saved" };
       this.status = words[msg.outcome] || msg.outcome;
       this.statusKind = msg.outcome === "save" ? "" : "error";
-      this.shownAfter = this.req;
+      const answered = { ...this.req, labels: this.labels.slice() }; // shown read-only until the run reports
       this.req = null;
       this.next();
+      if (!this.req) { this.final = answered; this.render(); }
     } else {
       this.queue = this.queue.filter((r) => r.token !== msg.token);
     }
@@ -386,7 +387,6 @@ function attach(node) {
     serialize: false,
     hideOnZoom: false,
     getMinHeight: () => w.minHeight(),
-    getHeight: () => w.minHeight(),
   });
   if (widget) widget.serialize = false;
   const onRemoved = node.onRemoved;
