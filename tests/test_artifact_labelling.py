@@ -203,3 +203,22 @@ def test_several_workers_label_into_one_folder(tmp_path):
     assert tags == expected  # every labelled item of every worker, the left-out one never
     leftovers = [n for d in ("samples", "images") for n in os.listdir(os.path.join(folder, d)) if n.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_written_selection_keeps_the_batch_positions(tmp_path):
+    import json
+
+    import torch
+    from _label import small_series
+    from diffusion_sentinel.nodes.artifact.dataset_writer import write_samples
+
+    s = small_series(5, 0.2)
+    keep = [0, 2, 4]
+    rows = write_samples(str(tmp_path / "d"), s.select(keep), [1, 0, 1], None, torch.rand(5, 4, 4, 3)[keep],
+                         batch_items=keep)
+    assert [r["batch_item"] for r in rows] == keep
+    files = sorted(os.listdir(tmp_path / "d" / "samples"))
+    assert [json.load(open(tmp_path / "d" / "samples" / f))["batch_item"] for f in files] == keep
+    with pytest.raises(ValueError, match="2 batch positions for 3 series"):
+        write_samples(str(tmp_path / "e"), s.select(keep), [1, 0, 1], batch_items=[0, 1])
+    assert not (tmp_path / "e").exists()

@@ -91,7 +91,7 @@ const CSS = `
   background: var(--comfy-input-bg, #333); color: var(--input-text, #ddd); font-size:12px; }
 .sentinel-label .sl-bar button.primary { background:#2e7d32; border-color:#2e7d32; color:#fff; font-weight:600; }
 .sentinel-label .sl-bar button:disabled { opacity:0.4; cursor:default; }
-.sentinel-label .sl-counts { margin-left:auto; opacity:0.85; }
+.sentinel-label .sl-counts { white-space:nowrap; opacity:0.85; }
 .sentinel-label-zoom { position:fixed; inset:0; z-index:10000; background:rgba(0,0,0,0.85); display:flex;
   align-items:center; justify-content:center; cursor:zoom-out; }
 .sentinel-label-zoom img { max-width:92vw; max-height:92vh; image-rendering:auto; }
@@ -142,17 +142,17 @@ class LabelWidget {
     for (const ev of ["pointerdown", "mousedown", "dblclick"]) this.root.addEventListener(ev, (e) => e.stopPropagation());
     this.head = el("div", "sl-head");
     this.statusEl = el("span", "sl-status");
-    this.helpEl = el("span", "sl-help");
-    this.head.append(this.statusEl, this.helpEl);
+    this.countsEl = el("span", "sl-counts");
+    this.head.append(this.statusEl, this.countsEl);
+    this.helpEl = el("div", "sl-help");
     this.grid = el("div", "sl-grid");
     this.bar = el("div", "sl-bar");
     this.saveBtn = this.button("Save labels & continue", "primary", () => this.answer("save"));
     this.skipBtn = this.button("Skip (save nothing)", "", () => this.answer("skip"));
     this.cancelBtn = this.button("Cancel run", "", () => this.answer("cancel"));
     this.allBtn = this.button("All natural", "", () => { this.labels = this.labels.map(() => 0); this.render(); });
-    this.countsEl = el("span", "sl-counts");
-    this.bar.append(this.saveBtn, this.skipBtn, this.cancelBtn, this.allBtn, this.countsEl);
-    this.root.append(this.head, this.grid, this.bar);
+    this.bar.append(this.saveBtn, this.skipBtn, this.cancelBtn, this.allBtn);
+    this.root.append(this.head, this.helpEl, this.grid, this.bar);
     this.timer = setInterval(() => this.tick(), 1000);
     this.render();
   }
@@ -256,11 +256,11 @@ class LabelWidget {
       || "Label Artifacts";
     this.statusEl.className = `sl-status ${this.statusKind}`;
     if (this.req) {
-      this.helpEl.textContent = `click = artifact · ⊘ = leave out · ⌕ = zoom · ? = ${this.req.model} least sure`;
+      this.helpEl.textContent = `click: artifact · ⊘: leave out · ⌕: full size · ? 1, ? 2…: least sure (${this.req.model})`;
     } else if (!v) {
       this.helpEl.textContent = "Queue the workflow: the batch appears here to be labelled.";
     } else {
-      this.helpEl.textContent = `P(artifact) by ${v.req.model}`;
+      this.helpEl.textContent = `P(artifact) by ${v.req.model}; ? 1, ? 2…: least sure`;
     }
   }
 
@@ -314,7 +314,7 @@ class LabelWidget {
     const width = Math.max(TILE, (this.node.size?.[0] ?? 400) - 30);
     const cols = Math.max(1, Math.floor((width + GAP) / (TILE + GAP)));
     const rows = Math.ceil((v.labels.length || 1) / cols);
-    return 30 + rows * (TILE + GAP) + (this.req ? 40 : 10);
+    return 44 + rows * (TILE + GAP) + (this.req ? 40 : 10);
   }
 
   fit() {

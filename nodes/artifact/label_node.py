@@ -207,7 +207,7 @@ class LabelArtifacts(io.ComfyNode):
             try:
                 rows = write_samples(folder, series.select(keep), [labs[i] for i in keep],
                                      trajectory.select(keep) if (trajectory is not None and store_trajectory) else None,
-                                     image[keep] if store_images else None, group or "")
+                                     image[keep] if store_images else None, group or "", batch_items=keep)
             except (ValueError, OSError) as e:
                 raise ValueError(f"{e} -- your labels were '{labels_string(labs)}': type them into 'labels' and "
                                  "queue again to save them without clicking.") from e

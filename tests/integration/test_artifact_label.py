@@ -153,6 +153,8 @@ def test_typed_labels_write_the_labelled_items_and_output_them(art, lab, batch, 
     np.testing.assert_allclose(ds.X, series.values.numpy()[[0, 1, 3]], rtol=0, atol=1e-12)
     rows = [json.load(open(os.path.join(folder, "samples", f))) for f in sorted(os.listdir(os.path.join(folder, "samples")))]
     assert [r["group"] for r in rows] == ["violinist"] * 3
+    assert [r["batch_item"] for r in rows] == [0, 1, 3]  # positions in the batch, not in the written selection
+    assert [r["seed"] for r in rows] == [3, 3, 3]  # the batch's seed (one noise draw for the batch)
     for r, i in zip(rows, [0, 1, 3]):
         png = np.asarray(Image.open(os.path.join(folder, r["image"]))).astype(np.float64) / 255
         np.testing.assert_allclose(png, image[i].numpy(), atol=0.5 / 255 + 1e-6)

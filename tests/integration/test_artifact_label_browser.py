@@ -53,10 +53,10 @@ def editor(request, tmp_path_factory):
 
 
 def ui_workflow(srv, dataset: str) -> dict:
-    """The example workflow at test size, waiting for clicks, Preview Any on the outputs, laid out so the Label
+    """The example workflow at test size (6 images), waiting for clicks, Preview Any on the outputs, laid out so the Label
     node sits at the top left of the view."""
     api = load_api_workflow(EXAMPLE, TINY)
-    api["5"]["inputs"].update(width=64, height=64)
+    api["5"]["inputs"].update(width=64, height=64, batch_size=6)
     api["3"]["inputs"].update(steps=6, seed=21)
     api["10"]["inputs"].update(labels="", dataset=dataset, timeout=600)
     for nid, slot in (("21", 1), ("23", 3), ("24", 4), ("26", 6)):
@@ -65,9 +65,9 @@ def ui_workflow(srv, dataset: str) -> dict:
     y = 20
     for n in ui["nodes"]:
         if n["id"] == 10:
-            n["pos"], n["size"] = [20, 40], [560, 520]
+            n["pos"], n["size"] = [90, 130], [560, 560]
         else:
-            n["pos"] = [700, y]
+            n["pos"] = [760, y]
             y += n["size"][1] + 40
     ui["extra"]["ds"] = {"scale": 1.0, "offset": [0, 0]}
     return ui
@@ -104,18 +104,21 @@ def test_click_two_thumbnails_and_save(editor, tmp_path):
         assert b.wait_js("return !!document.querySelector('.sentinel-label')", timeout=60)
         b.js_async("const done = arguments[arguments.length - 1];"
                    "app.queuePrompt(0, 1).then(() => done(true), e => done(String(e)));")
-        b.wait_js("return document.querySelectorAll('.sentinel-label .sl-tile').length === 4 && "
+        b.wait_js("return document.querySelectorAll('.sentinel-label .sl-tile').length === 6 && "
                   "[...document.querySelectorAll('.sentinel-label .sl-tile img')].every(i => i.complete && "
                   "i.naturalWidth > 0)", timeout=300)
         state = b.js("const n = app.graph.getNodeById(10); const w = n._sentinelLabel;"
                      "return {labels: w.labels, marked: w.req.marked, p: w.req.p, status: w.statusEl.textContent,"
                      " buttons: [...w.bar.querySelectorAll('button')].map(x => x.textContent + (x.disabled ? '-' : '+'))}")
-        assert state["labels"] == [0, 0, 0, 0] and len(state["p"]) == 4 and len(state["marked"]) == 4
+        assert state["labels"] == [0] * 6 and len(state["p"]) == 6 and len(state["marked"]) == 4
         assert state["status"].startswith("Waiting for your labels (") and "left)" in state["status"]
         assert state["buttons"][:3] == ["Save labels & continue+", "Skip (save nothing)+", "Cancel run+"]
         b.click('.sentinel-label .sl-tile[data-index="1"]')
         b.click('.sentinel-label .sl-tile[data-index="3"]')
-        assert b.js("return app.graph.getNodeById(10)._sentinelLabel.labels") == [0, 1, 0, 1]
+        b.click('.sentinel-label .sl-tile[data-index="4"] .sl-btn-out')  # leave image 4 out
+        assert b.js("return app.graph.getNodeById(10)._sentinelLabel.labels") == [0, 1, 0, 1, None, 0]
+        assert b.js("return [...document.querySelectorAll('.sentinel-label .sl-tile.leftout')]"
+                    ".map(t => +t.dataset.index)") == [4]
         assert b.js("return [...document.querySelectorAll('.sentinel-label .sl-tile.artifact')]"
                     ".map(t => +t.dataset.index)") == [1, 3]
         shot = b.screenshot(tmp_path / f"label-{fe}-waiting.png")
@@ -123,7 +126,7 @@ def test_click_two_thumbnails_and_save(editor, tmp_path):
         b.click(".sentinel-label .sl-bar button.primary")
         entry = wait_done(srv, before)
         assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
-        b.wait_js("return app.graph.getNodeById(10)._sentinelLabel.statusEl.textContent.startsWith('Saved 4')",
+        b.wait_js("return app.graph.getNodeById(10)._sentinelLabel.statusEl.textContent.startsWith('Saved 5')",
                   timeout=60)
         final = b.js("return {status: app.graph.getNodeById(10)._sentinelLabel.statusEl.textContent,"
                      " tiles: document.querySelectorAll('.sentinel-label .sl-tile.readonly').length,"
@@ -131,14 +134,14 @@ def test_click_two_thumbnails_and_save(editor, tmp_path):
         shot = b.screenshot(tmp_path / f"label-{fe}-saved.png")
         keep_screenshot(Path(shot), f"label-{fe}-saved.png")
         errors = [e for e in b.console_errors() if "sentinel" in e.lower() or "sentinel_label" in e]
-    assert final["tiles"] == 4 and final["artifact"] == [1, 3]
-    assert final["status"] == f"Saved 4 (2 artifact, 2 natural) to artifact_datasets/{dataset}: 4 in the dataset"
+    assert final["tiles"] == 6 and final["artifact"] == [1, 3]
+    assert final["status"] == f"Saved 5 (2 artifact, 3 natural) to artifact_datasets/{dataset}: 5 in the dataset"
     assert errors == []
     out = entry["outputs"]
-    assert out["21"]["text"] == ["False", "True", "False", "True"]
-    assert (out["23"]["text"], out["24"]["text"], out["26"]["text"]) == (["2"], ["2"], ["4"])
-    assert out["10"]["sentinel_label"][0]["labels"] == [0, 1, 0, 1]
+    assert out["21"]["text"] == ["False", "True", "False", "True", "False", "False"]
+    assert (out["23"]["text"], out["24"]["text"], out["26"]["text"]) == (["2"], ["3"], ["5"])
+    assert out["10"]["sentinel_label"][0]["labels"] == [0, 1, 0, 1, None, 0]
     folder = srv.base / "output" / "artifact_datasets" / dataset
     rows = [json.loads((folder / "samples" / f).read_text()) for f in sorted(os.listdir(folder / "samples"))]
-    assert [r["naturalness"] for r in rows] == ["natural", "unnatural", "natural", "unnatural"]
-    assert [r["batch_item"] for r in rows] == [0, 1, 2, 3]
+    assert [r["naturalness"] for r in rows] == ["natural", "unnatural", "natural", "unnatural", "natural"]
+    assert [r["batch_item"] for r in rows] == [0, 1, 2, 3, 5]
