@@ -5,6 +5,7 @@ Screenshots go to pytest's tmp dir (and SENTINEL_SCREENSHOTS, when set, for the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -65,9 +66,9 @@ def ui_workflow(srv, dataset: str) -> dict:
     y = 20
     for n in ui["nodes"]:
         if n["id"] == 10:
-            n["pos"], n["size"] = [90, 130], [560, 560]
+            n["pos"], n["size"] = [80, 130], [780, 560]  # the 6 thumbnails in one row
         else:
-            n["pos"] = [760, y]
+            n["pos"] = [940, y]
             y += n["size"][1] + 40
     ui["extra"]["ds"] = {"scale": 1.0, "offset": [0, 0]}
     return ui
@@ -84,6 +85,16 @@ def wait_done(srv, before: set, timeout=300) -> dict:
     raise TimeoutError(f"the queued workflow did not finish:\n{srv.log_tail()}")
 
 
+@contextlib.contextmanager
+def cancel_waiting_on_exit(srv):
+    """A failed test must not leave the node waiting: the shared server's queue would stall until its timeout."""
+    try:
+        yield
+    finally:
+        for req in srv.get("/sentinel/label/pending").get("pending", []):
+            srv.post("/sentinel/label/answer", {"token": req["token"], "action": "cancel"})
+
+
 def keep_screenshot(path: Path, name: str) -> None:
     dest = os.environ.get("SENTINEL_SCREENSHOTS")
     if dest:
@@ -96,7 +107,7 @@ def test_click_two_thumbnails_and_save(editor, tmp_path):
     dataset = f"clicked_{fe.replace('.', '_').replace('-', '_')}"
     wf = ui_workflow(srv, dataset)
     before = set(srv.get("/history"))
-    with Browser(window="1400x1000") as b:
+    with Browser(window="1600x1200") as b, cancel_waiting_on_exit(srv):
         info = b.open_comfy(srv.url)
         assert info["vue"] is vue, info
         b.js_async("const done = arguments[arguments.length - 1];"
