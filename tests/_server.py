@@ -53,12 +53,12 @@ def find_checkpoint(name: str) -> str | None:
 
 class ComfyServer:
     def __init__(self, comfy_path: str, base_dir: Path, extra_model_yaml: str | None = None, port: int | None = None,
-                 extra_args: list[str] | tuple[str, ...] = (), front_end_root: str | None = None):
+                 extra_args: list[str] | tuple[str, ...] | None = (), front_end_root: str | None = None):
         """``front_end_root``: serve that frontend build (a ``comfyui_frontend_package/static`` folder, e.g.
         ``_prereq.frontend_new()``) instead of the venv's; ``extra_args``: more main.py flags. Every server also gets
         the flags in the environment variable SENTINEL_SERVER_ARGS (before these, so a test's own choice wins)."""
         self.comfy_path = comfy_path
-        self.extra_args = tuple(extra_args) + (("--front-end-root", str(front_end_root)) if front_end_root else ())
+        self.extra_args = tuple(extra_args or ()) + (("--front-end-root", str(front_end_root)) if front_end_root else ())
         self.base = Path(base_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -85,11 +85,15 @@ def _check_images(images: torch.Tensor | None, b: int) -> None:
 
 
 def write_samples(folder: str, series: SimilaritySeries, labels: Sequence[int], trajectory: Trajectory | None = None,
-                  images: torch.Tensor | None = None, group: str = "") -> list[dict]:
-    """Write one sample per batch item; returns the sample rows written. Validates everything first."""
+                  images: torch.Tensor | None = None, group: str = "",
+                  batch_items: Sequence[int] | None = None) -> list[dict]:
+    """Write one sample per batch item; returns the sample rows written. Validates everything first.
+    ``batch_items``: the items' positions in the original batch when these are a selection of it (default 0..n-1)."""
     b = series.batch_size
     if len(labels) != b:
         raise ValueError(f"{len(labels)} labels for {b} series")
+    if batch_items is not None and len(batch_items) != b:
+        raise ValueError(f"{len(batch_items)} batch positions for {b} series")
     labels = [int(v) for v in labels]
     if any(v not in (0, 1) for v in labels):
         raise ValueError(f"labels must be 0 (natural) or 1 (artifact), got {labels}")
@@ -111,7 +115,8 @@ def write_samples(folder: str, series: SimilaritySeries, labels: Sequence[int], 
             "id": sid, "naturalness": label_name(labels[i]), "next": [float(v) for v in series.values[i].tolist()],
             "metric": series.metric, "noise_frame": bool(series.noise_frame), "steps": src.get("steps"),
             "group": group, "sampler": src.get("sampler"), "scheduler": src.get("scheduler"), "cfg": src.get("cfg"),
-            "seed": seed, "batch_item": i, "model_family": src.get("model_family"),
+            "seed": seed, "batch_item": int(batch_items[i]) if batch_items is not None else i,
+            "model_family": src.get("model_family"),
             "trajectory": os.path.join("trajectories", f"{sid}.safetensors") if trajectory is not None else "",
             "image": os.path.join("images", f"{sid}.png") if images is not None else "", "created": created,
         })
