@@ -12,7 +12,7 @@ prompts: fixed random "CLIP-shaped" embeddings (8 tokens x 64), one per prompt, 
 - unseen images: digits never trained on (for the volume growth rate).
 
 Training: eps-prediction MSE at uniform timesteps of ComfyUI's SD1 schedule, 10 % of the captions replaced by the
-empty prompt (classifier-free guidance), AdamW. Then, on this model:
+empty prompt (classifier-free guidance), AdamW with a short warm-up and a cosine decay. Then, on this model:
 
 1. the Memorization Benchmark (``nodes/memorization/benchmark.py``, as the node and CLI run it): AUC of the
    anisotropy metric (the paper's SD1 weights), of N, C, and Wen's first-step norm; it writes a calibration;
@@ -168,7 +168,7 @@ def build_model(cfg: LabConfig):
 
 
 def config_key(cfg: LabConfig) -> str:
-    blob = json.dumps({**asdict(cfg), "tokens": TOKENS, "context": CONTEXT, "v": 1}, sort_keys=True)
+    blob = json.dumps({**asdict(cfg), "tokens": TOKENS, "context": CONTEXT, "v": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -199,8 +199,8 @@ def train(cfg: LabConfig, data: LabData, model, log) -> dict:
             x = x0 + sigma.view(-1, 1, 1, 1) * eps
             denoised = model.apply_model(x, sigma, c_crossattn=ctx)
             loss = (((x - denoised) / sigma.view(-1, 1, 1, 1) - eps) ** 2).mean()
-            for grp in opt.param_groups:
-                grp["lr"] = cfg.lr * min(1.0, (step + 1) / 50)
+            for grp in opt.param_groups:  # linear warm-up, then cosine decay to zero
+                grp["lr"] = cfg.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.train_steps))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -382,8 +382,8 @@ def main(argv=None) -> int:
         for final, _ in runs:
             idx, dist = nearest_training(final, train_lat)
             ordinary_copies += sum(1 for p in range(nm, nm + no) if float(dist[p]) < tau)
-        log("\n2. sampling (euler, %d steps, cfg %g, %d seeds per prompt) under trajectory capture:"
-            % (cfg.sample_steps, cfg.cfg, len(seeds)))
+        log(f"\n2. sampling (euler, {cfg.sample_steps} steps, cfg {cfg.cfg:g}, {len(seeds)} seeds per prompt) under "
+            "trajectory capture:")
         log(f"   latent-update score U: memorized mean {u[:, :nm].mean():.3f} (min {u[:, :nm].min():.3f}), ordinary "
             f"mean {u[:, nm:].mean():.3f} (max {u[:, nm:].max():.3f}); AUC per prompt {auc_traj:.3f}, per "
             f"generation {auc_traj_gen:.3f}; flagged (U > 1): {int((u[:, :nm] > 1).sum())}/{u[:, :nm].size} memorized, "
@@ -447,8 +447,8 @@ def main(argv=None) -> int:
                                  "stopped": stopped, "of": n_was}
 
     results["seconds"] = time.perf_counter() - t_start
-    log(f"\nlab finished in {results['seconds']:.0f} s (training {'cached' if train_info.get('cached') else 'run'}"
-        f"{'' if train_info.get('cached') else ' in %.0f s' % train_info['train_seconds']}); cache: {cache}")
+    trained = "cached" if train_info.get("cached") else f"run in {train_info['train_seconds']:.0f} s"
+    log(f"\nlab finished in {results['seconds']:.0f} s (training {trained}); cache: {cache}")
     if a.json_out:
         from diffusion_sentinel.nodes.common.ui import json_safe
 

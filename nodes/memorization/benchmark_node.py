@@ -24,11 +24,12 @@ HIGHER = "higher is better"
 
 
 def prompt_files() -> list[str]:
-    """Text files in ComfyUI's input folder (relative paths), for the prompt-list combos."""
+    """Text files in ComfyUI's input folder and its direct subfolders (relative paths), for the prompt-list combos."""
     root = folder_paths.get_input_directory()
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        depth = os.path.relpath(dirpath, root).count(os.sep) + (dirpath != root)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < 1 else []
         for f in filenames:
             if f.lower().endswith(".txt") and not f.startswith("."):
                 found.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
