@@ -73,6 +73,7 @@ class LabConfig:
     sample_steps: int = 20
     cfg: float = 7.5
     vgr_images: int = 24  # per group (training / unseen)
+    prediction: str = "eps"  # "eps" (SD 1.x) or "v" (as SD 2.x-v): the network's output
 
 
 FULL = LabConfig()
@@ -85,6 +86,8 @@ def _parse(argv=None):
     ap.add_argument("--quick", action="store_true", help="the small CI version (about 2 minutes on 2 busy cores)")
     ap.add_argument("--steps", type=int, default=0, help="override the training steps")
     ap.add_argument("--seed", type=int, default=None, help="override the seed of data split, embeddings and training")
+    ap.add_argument("--prediction", choices=["eps", "v"], default=None,
+                    help="the U-Net's output: eps (SD 1.x) or v (as SD 2.x-v); default: the configuration's")
     ap.add_argument("--cache", default=None, help="folder for the lab model and its calibration (default: "
                                                   "$XDG_CACHE_HOME/diffusion-sentinel/memorization-lab)")
     ap.add_argument("--retrain", action="store_true", help="train even if the cache holds this configuration")
@@ -162,7 +165,8 @@ def build_model(cfg: LabConfig):
     from _comfy import TINY_UNET, random_init_
 
     unet = dict(TINY_UNET, context_dim=CONTEXT, dtype=torch.float32)
-    model = comfy.model_base.BaseModel(comfy.supported_models.SD15(unet), device=torch.device("cpu"))
+    kind = comfy.model_base.ModelType.V_PREDICTION if cfg.prediction == "v" else comfy.model_base.ModelType.EPS
+    model = comfy.model_base.BaseModel(comfy.supported_models.SD15(unet), model_type=kind, device=torch.device("cpu"))
     random_init_(model.diffusion_model, cfg.seed)
     return model
 
@@ -198,7 +202,10 @@ def train(cfg: LabConfig, data: LabData, model, log) -> dict:
             eps = torch.randn(x0.shape, generator=g)
             x = x0 + sigma.view(-1, 1, 1, 1) * eps
             denoised = model.apply_model(x, sigma, c_crossattn=ctx)
-            loss = (((x - denoised) / sigma.view(-1, 1, 1, 1) - eps) ** 2).mean()
+            # the network's own MSE written on the x0 error: eps error = e/sigma, v error = e*sqrt(1+sigma^2)/sigma
+            s2 = sigma.view(-1, 1, 1, 1) ** 2
+            w = (1.0 + s2) / s2 if cfg.prediction == "v" else 1.0 / s2
+            loss = (w * (denoised - x0) ** 2).mean()
             for grp in opt.param_groups:  # linear warm-up, then cosine decay to zero
                 grp["lr"] = cfg.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.train_steps))
             opt.zero_grad(set_to_none=True)
@@ -300,10 +307,11 @@ def sample_all(mp, positive, negative, n, seeds, cfg: LabConfig, capture: bool =
 def main(argv=None) -> int:
     a = _parse(argv)
     cfg = QUICK if a.quick else FULL
-    if a.steps or a.seed is not None:
+    if a.steps or a.seed is not None or a.prediction:
         from dataclasses import replace
 
-        cfg = replace(cfg, train_steps=a.steps or cfg.train_steps, seed=cfg.seed if a.seed is None else a.seed)
+        cfg = replace(cfg, train_steps=a.steps or cfg.train_steps, seed=cfg.seed if a.seed is None else a.seed,
+                      prediction=a.prediction or cfg.prediction)
     cache = cache_dir(a.cache)
 
     def log(msg):
