@@ -13,7 +13,13 @@ NODES = {"SentinelMemorizationGuard": ["2601.20642", "ICLR 2024", "higher = more
                                         "Lists, one value per batch item"],
          "SentinelCalibrateMemorizationGuard": ["2601.20642", "higher is better", "memorization_calibrations"],
          "SentinelVolumeGrowthRate": ["2503.19429", "higher = easier to reproduce", "List, one value per image",
-                                      "ranking"]}
+                                      "ranking"],
+         "SentinelMemorizationBenchmark": ["2601.20642", "rohanasthana/memorization-anisotropy", "sd1_mem.txt",
+                                           "sd2_mem.txt", "higher is better", "one U-Net call per noise level",
+                                           "benchmark_cli.py", "memorization_calibrations"],
+         "SentinelMemorizationTrajectory": ["2605.22050", "ICLR 2024", "higher = more likely memorized",
+                                            "Lists, one value per batch item", "One value for the batch",
+                                            "could be read", "deviates", "stability bound", "keep_x"]}
 
 
 @pytest.mark.parametrize("node_id", sorted(NODES))

@@ -6,12 +6,11 @@ import os
 import re
 
 import folder_paths
-import torch
 from comfy_api.latest import io
 
-from ..common.comfy_glue import Progress
 from ..common.ui import col, panel, result_ui
 from . import detection, probe
+from .benchmark import score_prompt_list, stack_batches
 from .calibration import Calibration, CalibrationError, calibrate, save_calibration
 from .node_common import CAL_DIR, CATEGORY
 from .node_common import fmt as _fmt
@@ -31,69 +30,7 @@ def _safe_name(name: str) -> str:
     return base if base.endswith(".json") else base + ".json"
 
 
-def _stack_batches(conds: list, max_batch: int) -> list[tuple[list[int], list]]:
-    """Group single-entry CONDITIONINGs that can be batched (same shapes and extras) into one CONDITIONING each."""
-    groups: list[tuple[list[int], list]] = []
-    cur_idx: list[int] = []
-    cur: list = []
-
-    def key(c):
-        if len(c) != 1:
-            return None
-        t, extras = c[0]
-        ek = []
-        for k, v in sorted(extras.items()):
-            if isinstance(v, torch.Tensor):
-                if v.shape[0] != 1:
-                    return None
-                ek.append((k, tuple(v.shape)))
-            else:
-                ek.append((k, repr(v)))
-        return (tuple(t.shape), tuple(ek))
-
-    def flush():
-        if not cur:
-            return
-        if len(cur) == 1:
-            groups.append((list(cur_idx), cur[0]))
-        else:
-            t = torch.cat([c[0][0] for c in cur])
-            extras = {}
-            for k, v in cur[0][0][1].items():
-                extras[k] = torch.cat([c[0][1][k] for c in cur]) if isinstance(v, torch.Tensor) else v
-            groups.append((list(cur_idx), [[t, extras]]))
-        cur_idx.clear()
-        cur.clear()
-
-    cur_key = None
-    for i, c in enumerate(conds):
-        k = key(c)
-        if k is None:  # several entries or per-prompt extras: score it on its own
-            flush()
-            groups.append(([i], c))
-            continue
-        if cur and (k != cur_key or len(cur) >= max_batch):
-            flush()
-        cur_key = k
-        cur_idx.append(i)
-        cur.append(c)
-    flush()
-    return groups
-
-
-def score_prompt_list(model, clip, prompts: list[str], negative_prompt: str, settings: detection.DetectorSettings,
-                      prompts_per_batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per prompt: [N, C] features and Wen's score, scoring compatible prompts together in batches."""
-    neg = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
-    conds = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
-    feats = torch.zeros(len(conds), 2)
-    wen = torch.zeros(len(conds))
-    groups = _stack_batches(conds, prompts_per_batch)
-    progress = Progress(len(groups) * detection.calls_per_detection(settings))  # one bar for the whole list
-    for idx, cond in groups:
-        det = detection.detect(model, cond, neg, settings, progress=progress).detection
-        feats[idx, 0], feats[idx, 1], wen[idx] = det.norm, det.cosine, det.wen
-    return feats, wen
+_stack_batches = stack_batches  # kept under its old name (tests, comfy_nodes.__all__)
 
 
 class CalibrateMemorizationGuard(io.ComfyNode):

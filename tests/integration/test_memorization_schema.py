@@ -17,7 +17,7 @@ def mem(comfy):
 
 
 @pytest.mark.parametrize("name, default", [("MemorizationGuard", 51), ("CalibrateMemorizationGuard", 51),
-                                           ("VolumeGrowthRate", 0)])
+                                           ("VolumeGrowthRate", 0), ("MemorizationBenchmark", 51)])
 def test_analysis_seeds_are_fixed_by_default(mem, name, default):
     """The frontend adds a 'control after generate' (default randomize) to INT inputs named seed unless the spec
     says control_after_generate false (/work/notes/analysis-seeds.md)."""
@@ -32,6 +32,7 @@ def test_analysis_seeds_are_fixed_by_default(mem, name, default):
 def test_list_outputs_say_so_and_batch_level_outputs_are_single(mem):
     batch_level = {"SentinelMemorizationGuard": {"any_memorized", "n_memorized", "max_score"},
                    "SentinelWenScoreTrajectory": {"any_memorized", "n_memorized", "max_score"},
+                   "SentinelMemorizationTrajectory": {"any_memorized", "n_memorized", "max_score"},
                    "SentinelVolumeGrowthRate": {"max", "mean"}}
     for cls in mem.NODES:
         schema = cls.GET_SCHEMA()
