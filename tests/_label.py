@@ -33,26 +33,17 @@ def labelled_writer_process(folder, worker, batches):
 
 # ------------------------------------------------------------------------------------------- the UI template
 # The editor template is generated from the API twin (example_workflows/api/artifact_label_by_clicking.json, sized
-# for the CPU tests and labelled by the typed string) with these changes: no typed labels, so the click UI is used,
-# and a batch a user would label (16 at 512 px, 20 steps).
+# for the CPU tests and labelled by the typed string) by tests/_workflows.py, with the edits in its UI_EDITS: no typed
+# labels, so the click UI is used, and a batch a user would label (16 at 512 px, 20 steps).
 UI_TEMPLATE = "artifact_label_by_clicking.json"
-UI_OVERRIDES = {"10": {"labels": ""}, "5": {"width": 512, "height": 512, "batch_size": 16}, "3": {"steps": 20}}
 
 
 def label_ui_template(object_info: dict) -> dict:
-    import json
     from pathlib import Path
 
-    from _workflows import EXAMPLES, api_to_ui
+    import _workflows as W
 
-    api = json.loads((EXAMPLES / "api" / UI_TEMPLATE).read_text())
-    for nid, inputs in UI_OVERRIDES.items():
-        api[nid]["inputs"].update(inputs)
-    ui = api_to_ui(api, object_info, title=Path(UI_TEMPLATE).stem)
-    for n in ui["nodes"]:  # room for 4 thumbnails per row
-        if n["type"] == "SentinelLabelArtifacts":
-            n["size"] = [560, max(n["size"][1], 760)]
-    return ui
+    return W.build(Path(UI_TEMPLATE).stem, object_info)[1]
 
 
 def write_label_ui_template(object_info: dict) -> str:

@@ -383,10 +383,24 @@ def api_to_ui(api: dict, object_info: dict, title: str = "", note: tuple[str, st
     }
 
 
+# Templates whose editor version differs from the API twin on purpose: {name: ({node id: {input: value}}, {class_type:
+# [min width, min height]})}. Label Artifacts: the twin types its labels (so it runs headless, in tests and in
+# run_example.py); the editor version leaves them empty, so the node waits for clicks, at a batch a user would label.
+UI_EDITS: dict[str, tuple[dict[str, dict], dict[str, list[int]]]] = {
+    "artifact_label_by_clicking": ({"10": {"labels": ""}, "5": {"width": 512, "height": 512, "batch_size": 16},
+                                    "3": {"steps": 20}}, {"SentinelLabelArtifacts": [560, 760]}),
+}
+
+
 def build(name: str, object_info: dict) -> tuple[dict, dict, list[str]]:
     """(normalised API twin, UI workflow, what normalising changed) of one template."""
     api, changes = normalise_api(load_api(name), object_info)
-    return api, api_to_ui(api, object_info, title=name, note=read_note(name)), changes
+    edits, sizes = UI_EDITS.get(name, ({}, {}))
+    ui = api_to_ui(apply_edits(api, edits), object_info, title=name, note=read_note(name))
+    for n in ui["nodes"]:
+        if n["type"] in sizes:
+            n["size"] = [max(a, b) for a, b in zip(n["size"], sizes[n["type"]])]
+    return api, ui, changes
 
 
 def regenerate(object_info: dict, write: bool = True) -> dict[str, dict]:

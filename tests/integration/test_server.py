@@ -75,8 +75,9 @@ def test_example_workflow_runs(server, name):
     assert sentinel_nodes
     for nid, n in wf.items():
         if n["class_type"] == "SentinelSimilarityTrajectory":
-            payload = outputs[nid]["sentinel_series"][0]
-            assert len(payload["series"]) == 2 and all(len(s) == len(payload["steps"]) for s in payload["series"])
+            (payload,) = outputs[nid]["sentinel_result"]  # the on-node panel: one row and one curve per item
+            assert len(payload["rows"]) == 2 and len(payload["series"]) == 2
+            assert all(len(s) == len(payload["series"][0]) > 1 for s in payload["series"])
             assert outputs[nid]["images"], "the chart preview is shown on the node"
         if n["class_type"] == "SaveImage":
             assert outputs[nid]["images"]
