@@ -183,7 +183,19 @@ MAX_COLUMN = 1150  # a column of nodes taller than this wraps into a second colu
 TOP = 40
 LEFT = 20
 RESULT_RESERVE = 150  # room inside a Sentinel node for the result panel drawn after a run
+RESULT_NODE_WIDTH = 480  # Sentinel nodes with a result panel: room for a table of 5-6 columns and a sparkline
 PREVIEW_RESERVE = 260  # room inside an output node with an IMAGE input for the preview it shows
+# Sentinel nodes that also preview an image (a chart, a heatmap) under their result panel: Nodes 2.0 draws the
+# preview inside the node body at about 330 px for a 330 px wide node (measured: Similarity Trajectory 841 px tall)
+CHART_NODES = {"SentinelSimilarityTrajectory", "SentinelDiffSimMatrix"}
+CHART_RESERVE = 340
+
+
+def reports_result(info: dict) -> bool:
+    """A Sentinel node that shows a result panel after a run (an output node, or one with scalar outputs)."""
+    outs = set(map(str, info.get("output") or []))
+    reports = info.get("output_node") or bool(outs & {"FLOAT", "INT", "BOOLEAN", "STRING"})
+    return str(info.get("category", "")).startswith("Sentinel") and bool(reports)
 
 
 def estimate_height(info: dict, n_sockets: int, n_outputs: int, widgets: list[tuple[str, list]],
@@ -203,10 +215,8 @@ def estimate_height(info: dict, n_sockets: int, n_outputs: int, widgets: list[tu
     classic = 20 * rows + 24 * (plain + n_controls) + 54 * multiline + 22
     vue = 20 * rows + 31 * plain + 52 * multiline + 45
     h = max(classic, vue)
-    outs = set(map(str, info.get("output") or []))
-    reports = info.get("output_node") or bool(outs & {"FLOAT", "INT", "BOOLEAN", "STRING"})
-    if str(info.get("category", "")).startswith("Sentinel") and reports:
-        h += RESULT_RESERVE
+    if reports_result(info):
+        h += RESULT_RESERVE + (CHART_RESERVE if info.get("name") in CHART_NODES else 0)
     elif info.get("output_node") and "IMAGE" in {str(s[0]) for _, s in ordered_inputs(info)}:
         h = max(h, PREVIEW_RESERVE)
     elif info.get("output_node") and not widgets:
@@ -269,8 +279,10 @@ def read_note(name: str) -> tuple[str, str]:
     return "", text
 
 
-def api_to_ui(api: dict, object_info: dict, title: str = "", note: tuple[str, str] = ("", "")) -> dict:
-    """A LiteGraph workflow (what the frontend saves) that the frontend turns back into ``api``."""
+def api_to_ui(api: dict, object_info: dict, title: str = "", note: tuple[str, str] = ("", ""),
+              min_sizes: dict[str, list[int]] | None = None) -> dict:
+    """A LiteGraph workflow (what the frontend saves) that the frontend turns back into ``api``; ``min_sizes``:
+    {class_type: [min width, min height]}, applied before the layout."""
     links: list[list] = []
     depths = _depths(api)
     built: dict[str, dict] = {}
@@ -301,9 +313,13 @@ def api_to_ui(api: dict, object_info: dict, title: str = "", note: tuple[str, st
         outs = [str(t) if isinstance(t, str) else "COMBO" for t in info.get("output") or []]
         width = WIDE_NODE_WIDTH if any(spec_type(s) == "STRING" and _opts(s).get("multiline") for _, s in widgets) \
             else NODE_WIDTH
+        if reports_result(info):
+            width = max(width, RESULT_NODE_WIDTH)
         ui = {
             "id": int(nid), "type": node["class_type"], "pos": [0, 0],
-            "size": [width, estimate_height(info, len(sockets), len(outs), widgets, n_controls)],
+            "size": [max(a, b) for a, b in zip([width, estimate_height(info, len(sockets), len(outs), widgets,
+                                                                        n_controls)],
+                                                (min_sizes or {}).get(node["class_type"], [0, 0]))],
             "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": [],
             "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values,
         }
@@ -392,14 +408,24 @@ UI_EDITS: dict[str, tuple[dict[str, dict], dict[str, list[int]]]] = {
 }
 
 
+# What the editor test types into a template before queueing it, on top of shrink_for_cpu, so that the run needs
+# no user: Label Artifacts gets typed labels for its 16 images (tests/integration/test_artifact_label_browser.py
+# clicks instead).
+RUN_EDITS: dict[str, dict[str, dict]] = {
+    "artifact_label_by_clicking": {"10": {"labels": "1,0,0,x,0,1,0,0,1,0,0,0,x,0,1,0"}},
+}
+
+
+def ui_api(name: str, api: dict) -> dict:
+    """The prompt the editor version of a template gives: its API twin with the UI_EDITS."""
+    return apply_edits(api, UI_EDITS.get(name, ({}, {}))[0])
+
+
 def build(name: str, object_info: dict) -> tuple[dict, dict, list[str]]:
     """(normalised API twin, UI workflow, what normalising changed) of one template."""
     api, changes = normalise_api(load_api(name), object_info)
-    edits, sizes = UI_EDITS.get(name, ({}, {}))
-    ui = api_to_ui(apply_edits(api, edits), object_info, title=name, note=read_note(name))
-    for n in ui["nodes"]:
-        if n["type"] in sizes:
-            n["size"] = [max(a, b) for a, b in zip(n["size"], sizes[n["type"]])]
+    ui = api_to_ui(ui_api(name, api), object_info, title=name, note=read_note(name),
+                   min_sizes=UI_EDITS.get(name, ({}, {}))[1])
     return api, ui, changes
 
 

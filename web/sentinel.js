@@ -17,6 +17,7 @@ import {
   noControlInts,
   panelsFromOutput,
   preferredWidth,
+  widthWithRoom,
   renderPanelsHTML,
 } from "./sentinel_panels.js";
 
@@ -48,9 +49,21 @@ function applyHeights(state) {
 
 // Size the node so the panels show (bounded): on the first result grow to fit; later, follow the content
 // (grow or shrink) unless the user resized the node since, then only grow.
+function nodeBox(n) {
+  const t = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  return [n.pos?.[0] ?? 0, (n.pos?.[1] ?? 0) - t, n.size?.[0] ?? 0, (n.size?.[1] ?? 0) + t];
+}
+
+function otherBoxes(node) {
+  const g = node.graph ?? app.graph;
+  const nodes = g?._nodes ?? g?.nodes ?? [];
+  return nodes.filter((n) => n !== node && n.pos && n.size).map(nodeBox);
+}
+
 function fitNode(node, state, growWidth) {
   try {
-    const w = growWidth ? Math.max(node.size[0], Math.min(state.prefW, MAX_AUTO_WIDTH)) : node.size[0];
+    const wantW = Math.max(node.size[0], Math.min(state.prefW, MAX_AUTO_WIDTH));
+    const w = growWidth ? widthWithRoom(nodeBox(node), otherBoxes(node), wantW) : node.size[0];
     if (w !== node.size[0]) node.setSize([w, node.size[1]]);
     const want = node.computeSize()[1];
     const userSized = state.autoH !== undefined && Math.abs(node.size[1] - state.autoH) > 1;

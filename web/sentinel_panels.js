@@ -483,6 +483,22 @@ export function estimateHeight(panels, width) {
   return Math.ceil(h);
 }
 
+/** The width a node may grow to without covering a node to its right. ``box`` = [x, y, w, h] of the node (graph
+ * units, title bar included), ``others`` = the other nodes' boxes, ``want`` = the width it would like. Nodes whose
+ * rows overlap the node's and that start at or right of its right edge limit it to their left edge minus ``gap``;
+ * it never shrinks below its current width. (Growing over a neighbour hid it in saved layouts.) */
+export function widthWithRoom(box, others, want, gap = 20) {
+  const [x, y, w, h] = box;
+  let limit = Infinity;
+  for (const o of others || []) {
+    if (!o || o.length < 4) continue;
+    const [ox, oy, ow, oh] = o;
+    const rowsOverlap = oy < y + h && oy + oh > y;
+    if (rowsOverlap && ox >= x + w - 1) limit = Math.min(limit, ox - gap - x);
+  }
+  return Math.max(w, Math.min(want, limit));
+}
+
 /** A width (px) for the node at which the widest panel's table fits with its headers on one line, within
  * [minW, maxW]. It allows for the widget's margins and the Vue renderer's slot column (about 24 px). */
 export function preferredWidth(panels, minW = 300, maxW = 640) {

@@ -172,7 +172,7 @@ def test_template_opens_matches_its_twin_and_runs_from_the_editor(editor, name, 
     frontend, srv, ed = editor
     ed.close_dialogs()
     ed.console_errors()  # start from a clean slate
-    api = W.load_api(name)
+    api = W.ui_api(name, W.load_api(name))  # the twin, with the editor version's intended edits (W.UI_EDITS)
     ed.load_template(W.PACK_MODULE, name)
     errors = ed.console_errors()
     assert not errors, f"{name}: console errors on load:\n" + "\n".join(errors)
@@ -180,7 +180,8 @@ def test_template_opens_matches_its_twin_and_runs_from_the_editor(editor, name, 
     # the editor's prompt is the API twin (what tests and run_example.py post), input for input
     got = ed.graph_to_prompt()
     diff = W.prompt_difference(got, api, object_info)
-    assert not diff, f"{name} ({frontend} frontend): graphToPrompt differs from api/{name}.json:\n" + "\n".join(diff)
+    assert not diff, (f"{name} ({frontend} frontend): graphToPrompt differs from api/{name}.json (with UI_EDITS):\n"
+                      + "\n".join(diff))
 
     # no node covers another (classic: LiteGraph boxes with the title bar; Nodes 2.0: the node elements), before
     # the run and again once the nodes show their results
@@ -195,6 +196,8 @@ def test_template_opens_matches_its_twin_and_runs_from_the_editor(editor, name, 
 
     # queue from the editor (widget edits make the run cheap on a CPU) and wait for the server to finish it
     edits = W.shrink_for_cpu(api)
+    for nid, e in W.RUN_EDITS.get(name, {}).items():  # a template that waits for the user gets its answer typed
+        edits.setdefault(nid, {}).update(e)
     for nid, e in edits.items():
         for k, v in e.items():
             ed.set_widget(nid, k, v)

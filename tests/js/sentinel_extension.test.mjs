@@ -66,7 +66,7 @@ async function setup() {
   const graphNodes = new Map();
   globalThis.__sentinelFakeApp = {
     registerExtension: (e) => exts.push(e),
-    graph: { getNodeById: (id) => graphNodes.get(String(id)) ?? null },
+    graph: { getNodeById: (id) => graphNodes.get(String(id)) ?? null, get _nodes() { return [...graphNodes.values()]; } },
   };
   await loadExtension();
   assert.equal(exts.length, 1);
@@ -205,4 +205,21 @@ test("configure of an old saved node drops the stale seed control value before t
   await exts[0].beforeRegisterNodeDef({ prototype: proto2 }, { name: "SentinelArtifactPredict",
     python_module: "custom_nodes.diffusion-sentinel", input: { required: { threshold: ["FLOAT", {}] } } });
   assert.equal(proto2.configure, orig);
+});
+
+test("the node does not grow over a node to its right", async () => {
+  const { make } = await setup();
+  const n = make("SentinelArtifactPredict", 5);
+  n.pos = [0, 40];
+  const right = make("KSampler", 6);
+  right.pos = [330, 40]; // 90 px right of the node's 240 px edge: it may grow by 70 px (a 20 px gap stays)
+  n.onExecuted(FX.panels.ui);
+  assert.equal(n.size[0], 310);
+  assert.deepEqual(right.pos, [330, 40]);
+  // alone in the graph, the same result makes it wider than that
+  const { make: make2 } = await setup();
+  const m = make2("SentinelArtifactPredict", 7);
+  m.pos = [0, 40];
+  m.onExecuted(FX.panels.ui);
+  assert.ok(m.size[0] > 310, String(m.size));
 });

@@ -193,3 +193,19 @@ test("old saved workflows: the control value after an analysis seed is dropped, 
   // not a control word: left alone
   assert.deepEqual(P.dropStaleControlValues(widgets, [2334, "abc", 20, "other"], ["seed"]), [2334, "abc", 20, "other"]);
 });
+
+test("widthWithRoom grows a node only up to the next node on its right", () => {
+  const box = [0, 0, 330, 500];
+  // a node in the next column (starts at 420: 330 + a 90 px gap) limits the growth to 420 - 20 = 400
+  assert.equal(P.widthWithRoom(box, [[420, 40, 330, 120]], 640), 400);
+  // nothing on the right: the wanted width; a node below or above (rows do not overlap) does not count
+  assert.equal(P.widthWithRoom(box, [], 640), 640);
+  assert.equal(P.widthWithRoom(box, [[420, 600, 330, 120], [420, -200, 330, 150]], 640), 640);
+  // a node to the left, or one the node already overlaps, does not limit it
+  assert.equal(P.widthWithRoom(box, [[-400, 0, 330, 100], [100, 50, 100, 100]], 500), 500);
+  // never narrower than it is, even with a neighbour closer than the gap
+  assert.equal(P.widthWithRoom(box, [[340, 0, 100, 100]], 640), 330);
+  // the nearest neighbour wins; the wanted width wins when it is smaller
+  assert.equal(P.widthWithRoom(box, [[900, 0, 10, 10], [500, 10, 10, 10]], 640), 480);
+  assert.equal(P.widthWithRoom(box, [[900, 0, 10, 10]], 450), 450);
+});
