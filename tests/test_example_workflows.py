@@ -29,7 +29,7 @@ def _ui(api, info_by_type):
 
 def test_top_level_holds_only_ui_workflows_thumbnails_and_the_runner():
     names = W.template_names()
-    assert len(names) == 9
+    assert len(names) == 13
     files = {p.name for p in W.EXAMPLES.iterdir()}
     expected = {f"{n}.json" for n in names} | {f"{n}.jpg" for n in names} | {"api", "run_example.py"}
     assert files - {"__pycache__"} == expected

@@ -97,7 +97,7 @@ def test_list_names_every_example_with_its_title(rx, capsys):
     assert rx.main(["--list"]) == 0
     out = capsys.readouterr().out
     names = sorted(p.stem for p in (ROOT / "example_workflows" / "api").glob("*.json"))
-    assert len(names) == 9 and [line.split()[0] for line in out.splitlines()] == names
+    assert len(names) == 13 and [line.split()[0] for line in out.splitlines()] == names
     assert "Similarity trajectory: how each image settled during sampling" in out
 
 

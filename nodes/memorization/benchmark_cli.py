@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", required=True, help="checkpoint file (.safetensors) with its CLIP")
     ap.add_argument("--memorized", required=True, help="text file of memorized prompts, one per line")
     ap.add_argument("--normal", required=True, help="text file of ordinary prompts, one per line")
-    ap.add_argument("--name", default=None, help="calibration name (default: the checkpoint's file name)")
+    ap.add_argument("--name", default=None, help="calibration name (default: the --out file's name, else the checkpoint's)")
     ap.add_argument("--out", default=None, help="calibration path (default: <ComfyUI>/models/memorization_calibrations/"
                                                "<name>.json)")
     ap.add_argument("--no-save", action="store_true", help="measure only; write no calibration")
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     out = name = None
     if not a.no_save:
         try:
-            name = _safe_name(a.name or Path(ckpt).stem)[:-5]
+            name = _safe_name(a.name or (Path(a.out).stem if a.out else Path(ckpt).stem))[:-5]
             if a.out:
                 out = a.out
             else:
