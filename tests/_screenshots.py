@@ -83,12 +83,13 @@ for (const id of ids) {
   if (dom) { const d = dom.getBoundingClientRect(); if (d.width) b = [b[0], b[1], d.width / ds.scale, d.height / ds.scale + 0]; }
   x0 = Math.min(x0, b[0]); y0 = Math.min(y0, b[1]); x1 = Math.max(x1, b[0] + b[2]); y1 = Math.max(y1, b[1] + b[3]);
 }
-const m = 24, W = r.width, H = r.height;
-const s = Math.min(1.25, Math.min((W - 2 * m) / (x1 - x0), (H - 2 * m) / (y1 - y0)));
+// the canvas lies under the tab bar, the menu and the side bar: keep the nodes clear of them
+const m = 20, left = 90, top = 90, W = r.width, H = r.height;
+const s = Math.min(1.25, Math.min((W - left - m) / (x1 - x0), (H - top - m) / (y1 - y0)));
 ds.scale = s;
-ds.offset[0] = -x0 + m / s; ds.offset[1] = -y0 + m / s;
+ds.offset[0] = -x0 + left / s; ds.offset[1] = -y0 + top / s;
 c.setDirty(true, true);
-return [r.x, r.y, Math.min(W, (x1 - x0) * s + 2 * m), Math.min(H, (y1 - y0) * s + 2 * m)];
+return [r.x + left - m, r.y + top - m, Math.min(W - left + m, (x1 - x0) * s + 2 * m), Math.min(H - top + m, (y1 - y0) * s + 2 * m)];
 """
 
 
@@ -113,7 +114,9 @@ def take(shot: Shot, srv, out_dir: Path) -> Path:
     with _editor.Editor(srv.url, window=(1500, 950)) as ed:
         ed.close_dialogs()
         ed.load_template(W.PACK_MODULE, shot.template)
-        edits = W.shrink_for_cpu(api) if shot.shrink else {}
+        # 64 px images on a CPU, the template's own step counts (3 steps make flat, uninformative curves)
+        edits = {nid: {k: v for k, v in e.items() if k != "steps"} for nid, e in W.shrink_for_cpu(api).items()} \
+            if shot.shrink else {}
         for nid, e in shot.edits.items():
             edits.setdefault(nid, {}).update(e)
         for nid, e in edits.items():

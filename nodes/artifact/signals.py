@@ -51,6 +51,7 @@ class SignalInfo:
     source: str
     needs_cfg: bool = False
     needs_classifier: bool = False
+    short: str = ""  # a column heading
 
 
 SIGNALS = {
@@ -58,17 +59,17 @@ SIGNALS = {
         "cfg_asd", "CFG score difference (ASD)", HIGHER,
         "free: no extra model evaluation (the cond/uncond predictions CFG already computes), one norm per step",
         "CFG-Rejection, Wang, Tang, Chang, arXiv 2505.23343 (mean ||eps_cond - eps_uncond|| over the steps so far)",
-        needs_cfg=True),
+        needs_cfg=True, short="ASD"),
     "classifier": SignalInfo(
         "classifier", "P(artifact) of the prefix classifier", LOWER,
         "the similarity series so far (latent_cosine: free; pixel_ssim/dreamsim: one VAE decode per step)",
         "Similarity Trajectories (Menn et al., arXiv 2412.17109) + a prefix classifier you trained",
-        needs_classifier=True),
+        needs_classifier=True, short="P(artifact)"),
     "rank_average": SignalInfo(
         "rank_average", "mean rank (cfg_asd, classifier)", LOWER,
         "both of the above",
         "the mean of the two ranks (1 = best); ties share their mean rank",
-        needs_cfg=True, needs_classifier=True),
+        needs_cfg=True, needs_classifier=True, short="mean rank"),
 }
 SIGNAL_NAMES = tuple(SIGNALS)
 

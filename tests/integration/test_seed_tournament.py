@@ -227,7 +227,15 @@ def test_outputs_panel_and_previews_agree(tn, tiny, tiny_vae):
         assert same(rej_x0["samples"][j], want)
     (p,) = out.ui["sentinel_result"]
     assert [r[1] for r in p["rows"]] == seeds + rej_seeds and p["highlight"] == [0, 1]
-    assert [r[3] for r in p["rows"][:2]] == pytest.approx(scores)
+    assert [r[4] for r in p["rows"][:2]] == pytest.approx(scores)  # the score at the last check (the output)
+    # column 3: every candidate's score at the first check, where all of them are ranked together: the ones that
+    # went on score at least as well there as every one that went out there (cfg_asd: higher is better)
+    first = rep["checks"][0]["step"]
+    by_seed = {c["seed"]: c for c in rep["kept"] + rep["rejected"]}
+    assert [r[3] for r in p["rows"]] == pytest.approx([by_seed[r[1]]["scores"][str(first)] for r in p["rows"]])
+    out_first = [r[3] for r in p["rows"] if by_seed[r[1]].get("out_step") == first]
+    went_on = [r[3] for r in p["rows"] if by_seed[r[1]].get("out_step") != first]
+    assert out_first and went_on and min(went_on) >= max(out_first)
     assert "kept 2 of 4" in p["summary"] and f"{evals} of {4 * STEPS} model evaluations" in p["summary"]
     no_vae = tournament(tn, tiny, "euler")
     assert isinstance(no_vae.args[5], ExecutionBlocker)
