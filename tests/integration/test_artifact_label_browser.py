@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from _label_browser import Browser, available
+from _prereq import frontend_new, require_frontend_new
 from _server import ComfyServer, find_checkpoint, load_api_workflow
 from _workflows import api_to_ui
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example_workflows" / "api" / "artifact_label_by_clicking.json"
 TINY = "sd15-tiny-random.safetensors"
-FE_158 = Path(os.environ.get("SENTINEL_FE_158", "/tmp/fe/1.58.1/comfyui_frontend_package/static"))
+# the newest frontend: SENTINEL_FRONTEND_NEW (what CI exports; tests/_prereq.py), else the usual local unpack folder
+FE_158 = Path(frontend_new() or "/tmp/fe/1.58.1/comfyui_frontend_package/static")
 pytestmark = pytest.mark.server
 
 
@@ -40,7 +42,7 @@ def editor(request, tmp_path_factory):
         srv, vue = request.getfixturevalue("server"), False
     else:
         if not (FE_158 / "index.html").is_file():
-            pytest.skip(f"frontend 1.58.1 not unpacked at {FE_158}")
+            require_frontend_new()  # fails under SENTINEL_REQUIRE_INTEGRATION=1, else skips with what to do
         base = tmp_path_factory.mktemp("comfy-fe158")
         yaml = base / "extra_model_paths.yaml"
         yaml.write_text(f"sentinel_tests:\n    base_path: {Path(ckpt).parent.parent}\n    checkpoints: checkpoints\n")
