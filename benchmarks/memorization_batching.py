@@ -7,8 +7,12 @@ conditionings with batches of 1 and of ``--batch``, after a warm-up, ``--reps`` 
 the same scores, and prints prompts per second, the speed-up and U-Net calls (counted by a DIFFUSION_MODEL
 wrapper). Last line: ``RESULT batched_speedup=<x> prompts_per_second_batched=... prompts_per_second_single=...``.
 
-    flock /tmp/sentinel-heavy.lock env COMFYUI_PATH=/tmp/sentinel-comfy/ComfyUI OMP_NUM_THREADS=1 \\
-        /tmp/sentinel-comfy/venv/bin/python benchmarks/memorization_batching.py --model tiny --size 512
+    COMFYUI_PATH=... OMP_NUM_THREADS=1 python benchmarks/memorization_batching.py --model tiny --size 64  # 3.02x
+    COMFYUI_PATH=... OMP_NUM_THREADS=1 python benchmarks/memorization_batching.py --model tiny --size 128 # 1.04x
+
+On a CPU the ratio shows the per-call overhead that batching removes (large for small latents; at 128 px and more
+a CPU is compute-bound and the ratio tends to 1). 512 px on a CPU takes tens of minutes (attention over 4096
+tokens for 32 rows at once): use a GPU for full-size settings.
     COMFYUI_PATH=... python benchmarks/memorization_batching.py --model full --size 512 --device cuda
 """
 
