@@ -50,8 +50,8 @@ def main() -> None:
     if a.device:
         os.environ["SENTINEL_TEST_DEVICE"] = a.device  # read by tests/_device.py when the harness boots ComfyUI
     import conftest  # noqa: F401  (the package alias diffusion_sentinel)
-    from _comfy import boot_comfy, conditioning, tiny_model, tiny_vae
-    from _memorization import UNetCalls
+    from _comfy import boot_comfy, conditioning, tiny_vae
+    from _memorization import UNetCalls, benchmark_model
 
     boot_comfy(os.environ["COMFYUI_PATH"])
     import comfy.model_management as mm
@@ -64,17 +64,7 @@ def main() -> None:
         sys.exit(f"asked for {want} but ComfyUI runs on {device}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.model == "tiny":
-        model, label = tiny_model(0), "tiny 2-level SD15-layout U-Net (model_channels 32)"
-    else:
-        import comfy.sd
-        from _server import find_checkpoint
-
-        path = a.checkpoint or find_checkpoint("sd15-random.safetensors")
-        if not path:
-            sys.exit("sd15-random.safetensors not found: pass --checkpoint")
-        model = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)[0]
-        label = f"U-Net of {Path(path).name}"
+    model, label = benchmark_model(a.model, a.checkpoint)
     counter = UNetCalls()
     m = counter.attach(model, key="benchmark.counter")
     pos, neg = conditioning(1, batch=a.prompts), conditioning(2)

@@ -169,3 +169,24 @@ def hand_pixel_cosine_mean(a: torch.Tensor, b: torch.Tensor) -> list[float]:
                 vals.append(dot / max(na * nb, 1e-8))
         out.append(sum(vals) / len(vals))
     return out
+
+
+def benchmark_model(kind: str, checkpoint: str | None = None):
+    """(ModelPatcher, label) for the memorization benchmarks: ``tiny`` (the harness's 2-level SD15-layout U-Net) or
+    ``full`` (the U-Net of ``checkpoint``, default the harness's random full-size sd15-random.safetensors).
+    ComfyUI must be booted. Exits with a message when the checkpoint is missing."""
+    import sys
+    from pathlib import Path
+
+    if kind == "tiny":
+        from _comfy import tiny_model
+
+        return tiny_model(0), "tiny 2-level SD15-layout U-Net (model_channels 32)"
+    import comfy.sd
+    from _server import find_checkpoint
+
+    path = checkpoint or find_checkpoint("sd15-random.safetensors")
+    if not path:
+        sys.exit("sd15-random.safetensors not found: pass --checkpoint")
+    model = comfy.sd.load_checkpoint_guess_config(path, output_vae=False, output_clip=False)[0]
+    return model, f"U-Net of {Path(path).name}"
